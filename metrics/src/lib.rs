@@ -1,0 +1,1 @@
+//! weft metrics: the mesh-hosted time-series store (filled by the metrics-store issue).

@@ -1,0 +1,10 @@
+//! weft router: the per-host daemon (`weft launch`) and the `weft` command line.
+//!
+//! One module per concern, each the only owner of its kernel objects and gossip channel
+//! (see `DESIGN.md`): [`mesh`] is the peer mesh, [`api`] the control API, [`cli`] the
+//! verbs, [`daemon`] the wiring.
+
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod mesh;

@@ -1,0 +1,1 @@
+//! tokio shell around the sans-IO mesh core (being written).

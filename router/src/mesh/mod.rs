@@ -1,0 +1,2 @@
+//! The peer mesh (filled by the mesh core engineer).
+pub mod driver;

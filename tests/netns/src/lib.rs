@@ -1,0 +1,1 @@
+//! netns harness (being written).
