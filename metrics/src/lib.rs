@@ -1,1 +1,8 @@
-//! weft metrics: the mesh-hosted time-series store (filled by the metrics-store issue).
+//! weft metrics: a multi-tenant, Prometheus-compatible time-series store.
+//!
+//! The core is sans-IO: no sockets and no clock reads (every operation that needs the time takes
+//! `now_ms`). File I/O for the write-ahead log lives behind small types in [`wal`]. The HTTP API
+//! is behind the `http` cargo feature.
+
+pub mod chunk;
+pub mod labels;
