@@ -206,6 +206,11 @@ impl XorChunk {
         }
     }
 
+    /// The last sample appended.
+    pub fn last(&self) -> Option<Sample> {
+        (self.num > 0).then_some(Sample { t: self.state.t, v: self.state.v })
+    }
+
     /// The encoded bytes, header included.
     pub fn bytes(&self) -> Vec<u8> {
         let mut b = self.w.bytes.clone();

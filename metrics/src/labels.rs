@@ -28,6 +28,16 @@ pub struct Sample {
     pub v: f64,
 }
 
+/// A series: its labels and some of its samples in timestamp order. Both the unit of a write
+/// batch and of a selection result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// The series labels.
+    pub labels: Labels,
+    /// Samples, sorted by timestamp.
+    pub samples: Vec<Sample>,
+}
+
 /// Why a label set is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LabelsError {

@@ -5,4 +5,6 @@
 //! is behind the `http` cargo feature.
 
 pub mod chunk;
+pub mod head;
+pub mod index;
 pub mod labels;
