@@ -1,1 +1,179 @@
-//! daemon wiring (being written).
+//! `weft launch`: wiring of the router's parts, their start order and shutdown.
+//!
+//! Start order: logging, password, data dir and identity, then every listener is bound (so a
+//! port or socket in use fails the start with a clear message before anything runs), then the
+//! mesh, then the APIs. Shutdown (SIGINT, SIGTERM or `weft stop`) removes the control socket.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use rand::SeedableRng;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::api::RouterInfo;
+use crate::api::server::{ApiState, bind_control_socket, serve_control, serve_status};
+use crate::cli::LaunchArgs;
+use crate::mesh::driver::{self, MeshDriverConfig};
+use crate::mesh::{PeerInfo, PeerName, new_uid};
+use crate::state_file;
+
+/// File in the data dir that holds the peer name.
+const PEER_NAME_FILE: &str = "peer-name";
+
+/// Runs the router until it is told to stop.
+pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
+    let password = resolve_password(&args)?;
+    let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
+    let name = peer_name(&args.data_dir, args.name, &mut rng)?;
+    let nickname = match &args.nickname {
+        Some(n) => n.clone(),
+        None => hostname(),
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let local = PeerInfo {
+        name,
+        nickname: nickname.clone(),
+        uid: new_uid(now_ms, &mut rng),
+        listen_port: args.port,
+    };
+
+    let mesh_listener = TcpListener::bind(("0.0.0.0", args.port))
+        .await
+        .with_context(|| {
+            format!(
+                "binding the mesh port {} (is another router running?)",
+                args.port
+            )
+        })?;
+    let control = bind_control_socket(&socket).await?;
+    let status = TcpListener::bind(args.status_addr)
+        .await
+        .with_context(|| format!("binding the status listener {}", args.status_addr))?;
+
+    let router = Arc::new(RouterInfo {
+        name: name.to_string(),
+        nickname: nickname.clone(),
+        uid: local.uid,
+        encryption: password.is_some(),
+        port: args.port,
+        conn_limit: args.conn_limit as usize,
+        data_dir: args.data_dir.display().to_string(),
+    });
+    info!(
+        name = %name, nickname = %nickname, port = args.port,
+        encryption = password.is_some(), "weft router starting"
+    );
+    let mesh = driver::start(MeshDriverConfig {
+        local,
+        password: password.map(String::into_bytes),
+        conn_limit: args.conn_limit as usize,
+        targets: args.peers.clone(),
+        listener: mesh_listener,
+    });
+
+    let stop = Arc::new(Notify::new());
+    let state = ApiState {
+        router,
+        mesh,
+        stop: stop.clone(),
+    };
+    let control_task = tokio::spawn(serve_control(control, state.clone()));
+    let status_task = tokio::spawn(serve_status(status, state));
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("interrupted, stopping"),
+        _ = sigterm.recv() => info!("terminated, stopping"),
+        _ = stop.notified() => info!("asked to stop"),
+        r = control_task => warn!("control API ended: {r:?}"),
+        r = status_task => warn!("status API ended: {r:?}"),
+    }
+    if let Err(e) = std::fs::remove_file(&socket) {
+        warn!("removing {}: {e}", socket.display());
+    }
+    Ok(())
+}
+
+/// The password from `--password`, `--password-file`, `WEFT_PASSWORD` or `WEAVE_PASSWORD`, in
+/// that order; `None` runs the mesh unencrypted.
+fn resolve_password(args: &LaunchArgs) -> anyhow::Result<Option<String>> {
+    if let Some(p) = &args.password {
+        if p.is_empty() {
+            bail!("--password is empty: give a non-empty password, or none to run unencrypted");
+        }
+        return Ok(Some(p.clone()));
+    }
+    if let Some(path) = &args.password_file {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the password file {} given with --password-file",
+                path.display()
+            )
+        })?;
+        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if line.is_empty() {
+            bail!(
+                "the password file {} is empty: put the password on its first line",
+                path.display()
+            );
+        }
+        return Ok(Some(line.to_string()));
+    }
+    for var in ["WEFT_PASSWORD", "WEAVE_PASSWORD"] {
+        if let Ok(p) = std::env::var(var)
+            && !p.is_empty()
+        {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
+/// The peer name: `--name` if given (and then kept), else the one in the data dir, else a new one.
+fn peer_name(
+    data_dir: &Path,
+    given: Option<PeerName>,
+    rng: &mut impl rand::RngCore,
+) -> anyhow::Result<PeerName> {
+    let path = data_dir.join(PEER_NAME_FILE);
+    let stored = match state_file::read_if_exists(&path)? {
+        Some(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let name = text.trim().parse::<PeerName>().map_err(|e| {
+                anyhow::anyhow!(
+                    "the peer name file {} is corrupt ({e}); fix it or remove it to get a new name",
+                    path.display()
+                )
+            })?;
+            Some(name)
+        }
+        None => None,
+    };
+    let name = match (given, stored) {
+        (Some(g), _) => g,
+        (None, Some(s)) => return Ok(s),
+        (None, None) => PeerName::random(rng),
+    };
+    if stored != Some(name) {
+        state_file::write_atomic(&path, format!("{name}\n").as_bytes())?;
+    }
+    Ok(name)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "weft".to_string())
+}

@@ -4,7 +4,9 @@
 //! (see `DESIGN.md`): [`mesh`] is the peer mesh, [`api`] the control API, [`cli`] the
 //! verbs, [`daemon`] the wiring.
 
+pub mod address;
 pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod mesh;
+pub mod state_file;

@@ -1,0 +1,153 @@
+//! The control API server: full control on the unix socket (root only, mode 0600) and a
+//! read-only status listener on TCP (127.0.0.1:6784 by default).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Notify;
+
+use super::error::ApiError;
+use super::types::{ConnectRequest, ForgetRequest, Report, RouterInfo};
+use crate::address::parse_peer;
+use crate::cli::format;
+use crate::mesh::driver::MeshHandle;
+
+/// What the handlers reach: the running parts of the daemon.
+#[derive(Clone)]
+pub struct ApiState {
+    /// This router's identity and settings.
+    pub router: Arc<RouterInfo>,
+    /// The mesh driver.
+    pub mesh: MeshHandle,
+    /// Notified when a client asks the daemon to stop.
+    pub stop: Arc<Notify>,
+}
+
+impl ApiState {
+    async fn report(&self) -> Result<Report, ApiError> {
+        let mesh = self
+            .mesh
+            .status()
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        Ok(Report {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            router: (*self.router).clone(),
+            mesh,
+        })
+    }
+}
+
+/// The routes of the unix socket: everything the CLI and CNI plugin use.
+pub fn control_routes(state: ApiState) -> Router {
+    Router::new()
+        .route("/report", get(report))
+        .route("/status", get(status_text))
+        .route("/connect", post(connect))
+        .route("/forget", post(forget))
+        .route("/stop", post(stop))
+        .with_state(state)
+}
+
+/// The read-only routes of the TCP status listener.
+pub fn status_routes(state: ApiState) -> Router {
+    Router::new()
+        .route("/report", get(report))
+        .route("/status", get(status_text))
+        .with_state(state)
+}
+
+/// Binds the control socket at `path`: refuses when another daemon answers there, replaces a
+/// stale socket file, and makes the socket readable by its owner (root) only.
+pub async fn bind_control_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the socket directory {}", dir.display()))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!(
+                "another weft router is already running on {} (stop it with `weft stop`, or use --socket)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {} to its owner", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves the control API on `listener` until the task is dropped.
+pub async fn serve_control(listener: UnixListener, state: ApiState) -> std::io::Result<()> {
+    axum::serve(listener, control_routes(state)).await
+}
+
+/// Serves the read-only status API on `listener` until the task is dropped.
+pub async fn serve_status(listener: TcpListener, state: ApiState) -> std::io::Result<()> {
+    axum::serve(listener, status_routes(state)).await
+}
+
+async fn report(State(state): State<ApiState>) -> Result<Json<Report>, ApiError> {
+    Ok(Json(state.report().await?))
+}
+
+async fn status_text(State(state): State<ApiState>) -> Result<String, ApiError> {
+    Ok(format::status(&state.report().await?))
+}
+
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {}", e.body_text())))
+}
+
+fn validate_peers(peers: &[String]) -> Result<Vec<String>, ApiError> {
+    peers
+        .iter()
+        .map(|p| parse_peer(p).map_err(|e| ApiError::BadRequest(e.to_string())))
+        .collect()
+}
+
+async fn connect(
+    State(state): State<ApiState>,
+    req: Result<Json<ConnectRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req = body(req)?;
+    let peers = validate_peers(&req.peers)?;
+    state
+        .mesh
+        .connect(peers, req.replace)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(json!({})))
+}
+
+async fn forget(
+    State(state): State<ApiState>,
+    req: Result<Json<ForgetRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req = body(req)?;
+    let peers = validate_peers(&req.peers)?;
+    state
+        .mesh
+        .forget(peers)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(json!({})))
+}
+
+async fn stop(State(state): State<ApiState>) -> Json<Value> {
+    state.stop.notify_one();
+    Json(json!({}))
+}

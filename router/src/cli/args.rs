@@ -1,0 +1,105 @@
+//! clap definitions of the `weft` verbs and their flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::address::parse_peer;
+use crate::api::DEFAULT_SOCKET;
+use crate::mesh::PeerName;
+
+/// weft: a self-organising overlay network with a built-in metrics store.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Control socket of the router to run or to talk to.
+    #[arg(long, global = true, env = "WEFT_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// The verb.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the router in the foreground, joining the peers given.
+    Launch(LaunchArgs),
+    /// Stop the running router.
+    Stop,
+    /// Show the router's status, or one part of it.
+    Status {
+        /// Which part; the summary when absent.
+        #[command(subcommand)]
+        what: Option<StatusWhat>,
+    },
+    /// Add peers to connect to (and keep reconnecting to).
+    Connect {
+        /// Replace the current user-given targets instead of adding to them.
+        #[arg(long)]
+        replace: bool,
+        /// Peers as HOST or HOST:PORT.
+        #[arg(required = true, value_parser = peer_arg)]
+        peers: Vec<String>,
+    },
+    /// Stop connecting to peers (existing connections stay up).
+    Forget {
+        /// Peers as HOST or HOST:PORT.
+        #[arg(required = true, value_parser = peer_arg)]
+        peers: Vec<String>,
+    },
+    /// Print everything the router knows, as JSON.
+    Report,
+    /// Print weft's version.
+    Version,
+}
+
+/// Parts of `weft status`.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum StatusWhat {
+    /// Every peer in the mesh and its connections.
+    Peers,
+    /// This router's connections.
+    Connections,
+    /// The addresses this router dials.
+    Targets,
+}
+
+/// Flags of `weft launch`.
+#[derive(Debug, Clone, Args)]
+pub struct LaunchArgs {
+    /// Where the router keeps its state (peer name, IPAM ring, DNS, TSDB).
+    #[arg(long, env = "WEFT_DATA_DIR", default_value = "/var/lib/weft")]
+    pub data_dir: PathBuf,
+    /// Peer name (MAC-like, aa:bb:cc:dd:ee:ff); generated once and kept in the data dir when absent.
+    #[arg(long)]
+    pub name: Option<PeerName>,
+    /// Human-friendly name shown in status; the host name when absent.
+    #[arg(long)]
+    pub nickname: Option<String>,
+    /// Password that encrypts the mesh; also read from WEFT_PASSWORD or WEAVE_PASSWORD.
+    #[arg(long, conflicts_with = "password_file")]
+    pub password: Option<String>,
+    /// File whose first line is the password.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// TCP port of the mesh.
+    #[arg(long, default_value_t = 6783, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Maximum number of mesh connections.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub conn_limit: u64,
+    /// Address of the read-only status listener.
+    #[arg(long, default_value = "127.0.0.1:6784")]
+    pub status_addr: std::net::SocketAddr,
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, env = "WEFT_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Peers to connect to, as HOST or HOST:PORT.
+    #[arg(value_parser = peer_arg)]
+    pub peers: Vec<String>,
+}
+
+fn peer_arg(s: &str) -> Result<String, String> {
+    parse_peer(s).map_err(|e| e.to_string())
+}

@@ -1,0 +1,118 @@
+//! Text layouts of `weft status`, following `weave status` where Weave had one.
+
+use std::fmt::Write;
+
+use crate::api::Report;
+
+fn peer_label(name: impl std::fmt::Display, nickname: &str) -> String {
+    format!("{name}({nickname})")
+}
+
+/// `weft status`: the summary.
+pub fn status(r: &Report) -> String {
+    let m = &r.mesh;
+    let established = m
+        .connections
+        .iter()
+        .filter(|c| c.state == "established")
+        .count();
+    let peer_links: usize = m
+        .peers
+        .iter()
+        .map(|p| p.connections.iter().filter(|c| c.established).count())
+        .sum();
+    let mut out = String::new();
+    let rows = [
+        ("Version", format!("weft {}", r.version)),
+        ("Service", "router".to_string()),
+        (
+            "Protocol",
+            format!("weft {}", crate::mesh::PROTOCOL_VERSION),
+        ),
+        ("Name", peer_label(&r.router.name, &r.router.nickname)),
+        (
+            "Encryption",
+            if r.router.encryption {
+                "enabled"
+            } else {
+                "disabled"
+            }
+            .to_string(),
+        ),
+        ("PeerDiscovery", "enabled".to_string()),
+        ("Targets", m.targets.len().to_string()),
+        (
+            "Connections",
+            format!("{} ({} established)", m.connections.len(), established),
+        ),
+        (
+            "Peers",
+            format!(
+                "{} (with {} established connections)",
+                m.peers.len(),
+                peer_links
+            ),
+        ),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(out, "{k:>15}: {v}");
+    }
+    out
+}
+
+/// `weft status peers`: every peer and its connections.
+pub fn peers(r: &Report) -> String {
+    let mut out = String::new();
+    for p in &r.mesh.peers {
+        let _ = writeln!(out, "{}", peer_label(p.name, &p.nickname));
+        for c in &p.connections {
+            let arrow = if c.outbound { "->" } else { "<-" };
+            let state = if c.established {
+                "established"
+            } else {
+                "pending"
+            };
+            let _ = writeln!(
+                out,
+                "   {arrow} {:<22} {:<32} {state}",
+                c.address,
+                peer_label(c.name, &c.nickname)
+            );
+        }
+    }
+    out
+}
+
+/// `weft status connections`: this router's connections and the targets it is still dialing.
+pub fn connections(r: &Report) -> String {
+    let mut out = String::new();
+    for c in &r.mesh.connections {
+        let arrow = if c.outbound { "->" } else { "<-" };
+        let enc = if c.encrypted {
+            "encrypted"
+        } else {
+            "unencrypted"
+        };
+        let _ = writeln!(
+            out,
+            "{arrow} {:<22} {:<12} {enc:<12} {}",
+            c.address,
+            c.state,
+            peer_label(c.name, &c.nickname)
+        );
+    }
+    for t in r.mesh.targets.iter().filter(|t| t.state != "connected") {
+        let why = t.last_error.as_deref().unwrap_or("");
+        let _ = writeln!(out, "-> {:<22} {:<12} {why}", t.address, t.state);
+    }
+    out
+}
+
+/// `weft status targets`: the addresses this router dials.
+pub fn targets(r: &Report) -> String {
+    r.mesh
+        .targets
+        .iter()
+        .map(|t| format!("{}\n", t.address))
+        .collect()
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages weft's demo and tests use, when any is missing.
+# Needs root (the namespace tests and the demo need it anyway).
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have ip || need+=(iproute2)
+have nft || need+=(nftables)
+have ping || need+=(iputils-ping)
+have python3 || need+=(python3)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  for attempt in 1 2; do
+    if apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${need[@]}"; then break; fi
+    [ "$attempt" = 2 ] && exit 1
+    sleep 5
+  done
+fi

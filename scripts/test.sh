@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, unit/property/simulation tests and the
+# network-namespace end-to-end tests (these need root). Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh: the namespace tests need root; run it as root (e.g. with sudo)" >&2
+  exit 1
+fi
+bash scripts/install-deps.sh
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (binaries used by the namespace tests)"
+cargo build --workspace --bins --locked
+echo "== cargo test"
+cargo test --workspace --locked
