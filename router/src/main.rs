@@ -1,5 +1,6 @@
 //! The `weft` command: `weft launch` runs the router, every other verb talks to a running one.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -30,11 +31,11 @@ fn main() -> ExitCode {
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .init();
             match runtime.block_on(weft_router::daemon::run(cli.socket, args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
                     eprintln!("weft: {e:#}");
                     ExitCode::FAILURE
                 }
