@@ -208,7 +208,10 @@ impl XorChunk {
 
     /// The last sample appended.
     pub fn last(&self) -> Option<Sample> {
-        (self.num > 0).then_some(Sample { t: self.state.t, v: self.state.v })
+        (self.num > 0).then_some(Sample {
+            t: self.state.t,
+            v: self.state.v,
+        })
     }
 
     /// The encoded bytes, header included.

@@ -8,3 +8,4 @@ pub mod chunk;
 pub mod head;
 pub mod index;
 pub mod labels;
+pub mod wal;
