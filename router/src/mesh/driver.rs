@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
@@ -81,6 +81,7 @@ enum Command {
 #[derive(Clone)]
 pub struct MeshHandle {
     commands: mpsc::Sender<Command>,
+    topology: watch::Receiver<MeshStatus>,
 }
 
 impl MeshHandle {
@@ -105,6 +106,12 @@ impl MeshHandle {
         let (done, wait) = oneshot::channel();
         self.send(Command::Forget { peers, done }).await?;
         wait.await.map_err(|_| MeshStopped)
+    }
+
+    /// Follows the mesh: the receiver sees a new [`MeshStatus`] whenever the topology changes
+    /// (peers or connections come or go), for concerns that follow it (VXLAN FDB, IPAM, DNS).
+    pub fn topology(&self) -> watch::Receiver<MeshStatus> {
+        self.topology.clone()
     }
 
     /// The mesh as this router sees it.
@@ -205,7 +212,9 @@ pub fn start(cfg: MeshDriverConfig) -> MeshHandle {
     let epoch = Instant::now();
     let mut core = MeshCore::new(mcfg, 0, rand::random());
     core.add_targets(&cfg.targets, false, 0);
+    let (topology_tx, topology_rx) = watch::channel(core.status());
     let shell = Shell {
+        topology: topology_tx,
         core,
         hs,
         epoch,
@@ -215,11 +224,15 @@ pub fn start(cfg: MeshDriverConfig) -> MeshHandle {
     };
     tokio::spawn(accept_loop(cfg.listener, shell.hs.clone(), ev_tx));
     tokio::spawn(shell.run(cmd_rx, ev_rx));
-    MeshHandle { commands: cmd_tx }
+    MeshHandle {
+        commands: cmd_tx,
+        topology: topology_rx,
+    }
 }
 
 struct Shell {
     core: MeshCore,
+    topology: watch::Sender<MeshStatus>,
     hs: HandshakeConfig,
     epoch: Instant,
     events: mpsc::Sender<Event>,
@@ -283,7 +296,10 @@ impl Shell {
                         info!(conn, "closing connection: {reason}");
                     }
                 }
-                Action::TopologyChanged => debug!("topology changed"),
+                Action::TopologyChanged => {
+                    debug!("topology changed");
+                    self.topology.send_replace(self.core.status());
+                }
             }
         }
     }
