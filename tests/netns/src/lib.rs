@@ -30,6 +30,6 @@ pub use host::{Host, Workload};
 pub use names::list_netns;
 pub use net::Net;
 pub use prereq::weft_binary;
-pub use report::{Connection, Report};
+pub use report::{Connection, Peer, Report};
 pub use router::Router;
 pub use wait::poll_until;

@@ -22,6 +22,17 @@ pub struct Connection {
     pub name: Option<String>,
 }
 
+/// A peer of the mesh as the report lists it (`mesh.peers[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Peer name.
+    pub name: String,
+    /// Nickname.
+    pub nickname: String,
+    /// Incarnation UID, as text.
+    pub uid: String,
+}
+
 impl Connection {
     /// Whether the handshake finished and the connection carries gossip.
     pub fn is_established(&self) -> bool {
@@ -69,6 +80,23 @@ impl Report {
             .collect();
         names.sort();
         names
+    }
+
+    /// Every peer the router knows, itself included (`mesh.peers[]`); entries without a name are skipped.
+    pub fn peers(&self) -> Vec<Peer> {
+        array(&self.0, "/mesh/peers")
+            .filter_map(|p| {
+                Some(Peer {
+                    name: p.get("name")?.as_str()?.to_owned(),
+                    nickname: p
+                        .get("nickname")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    uid: p.get("uid").and_then(scalar_text).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     /// The router's own mesh connections (`mesh.connections[]`); entries missing a field are skipped.

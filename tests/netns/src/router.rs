@@ -22,7 +22,14 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 /// Log lines quoted in errors.
 const TAIL_LINES: usize = 40;
 /// Environment variables of the test process that would change a router's behaviour.
-const SCRUBBED_ENV: [&str; 4] = ["WEFT_PASSWORD", "WEAVE_PASSWORD", "WEFT_SOCKET", "RUST_LOG"];
+pub(crate) const SCRUBBED_ENV: [&str; 6] = [
+    "WEFT_PASSWORD",
+    "WEAVE_PASSWORD",
+    "WEFT_SOCKET",
+    "WEFT_DATA_DIR",
+    "WEFT_LOG",
+    "RUST_LOG",
+];
 
 /// Everything needed to (re)start one router; shared with the [`crate::Net`] that kills it on drop.
 #[derive(Debug)]
