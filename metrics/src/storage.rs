@@ -1,0 +1,388 @@
+//! The multi-tenant store: one head (and one WAL when on disk) per tenant, the write path that
+//! validates a whole batch before writing any of it, and the read path.
+//!
+//! Both paths go through the [`Store`] trait so that placement of series on peers and the merge
+//! of replicas (the metrics ring) can wrap a local [`Storage`] later without changing callers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use crate::head::{AppendError, Head, HeadConfig};
+use crate::index::Matcher;
+use crate::labels::Series;
+use crate::tenant::{Limits, RateLimiter, TenantId};
+use crate::wal::{DEFAULT_SEGMENT_SIZE, Wal, WalError, WalRecord};
+
+/// Settings of a [`Storage`].
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Data directory (one sub-directory per tenant); `None` keeps everything in memory.
+    pub dir: Option<PathBuf>,
+    /// Head settings (out-of-order window).
+    pub head: HeadConfig,
+    /// Per-tenant limits.
+    pub limits: Limits,
+    /// WAL segment size.
+    pub segment_size: u64,
+    /// How far in the future a sample may be.
+    pub max_future_ms: i64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            head: HeadConfig::default(),
+            limits: Limits::default(),
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            max_future_ms: 10 * 60 * 1000,
+        }
+    }
+}
+
+/// Why a write was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A sample cannot be appended (out of order, too old, duplicate): a client error.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// The tenant sends faster than its ingestion rate.
+    #[error("ingestion rate limit of {rate} samples/s exceeded for tenant {tenant}")]
+    RateLimited {
+        /// The tenant.
+        tenant: TenantId,
+        /// The limit.
+        rate: f64,
+        /// When a retry can succeed.
+        retry_after_ms: u64,
+    },
+    /// The tenant would exceed its number of series.
+    #[error("per-tenant series limit of {limit} exceeded for tenant {tenant}")]
+    SeriesLimit {
+        /// The tenant.
+        tenant: TenantId,
+        /// The limit.
+        limit: usize,
+    },
+    /// A series has too many labels or too long a label.
+    #[error("series {series}: {reason}")]
+    LabelLimit {
+        /// The series.
+        series: String,
+        /// Which limit.
+        reason: String,
+    },
+    /// The WAL could not be written; nothing was acknowledged.
+    #[error("write-ahead log failed: {0}")]
+    Wal(#[from] WalError),
+    /// A previous WAL failure left this tenant read-only until restart.
+    #[error("tenant {0} is read-only after a write-ahead log failure")]
+    Unavailable(TenantId),
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A tenant could not be opened from disk.
+    #[error("opening tenant {tenant}: {source}")]
+    Open {
+        /// The tenant.
+        tenant: String,
+        /// The WAL error.
+        source: WalError,
+    },
+    /// The data directory could not be read.
+    #[error("reading data directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A lock was poisoned by a panic elsewhere.
+    #[error("storage lock poisoned")]
+    Poisoned,
+}
+
+/// What a successful write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Samples appended.
+    pub samples: usize,
+    /// Series created.
+    pub new_series: usize,
+}
+
+/// The write and read paths, per tenant.
+pub trait Store: Send + Sync {
+    /// Validates the whole batch, then makes it durable and visible; nothing is written when
+    /// any part is refused.
+    fn write(
+        &self,
+        tenant: &TenantId,
+        batch: Vec<Series>,
+        now_ms: i64,
+    ) -> Result<WriteStats, WriteError>;
+
+    /// Series matching all matchers, with their samples in `[mint, maxt]`, sorted by labels.
+    fn select(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Series>, StorageError>;
+
+    /// Label names of series matching the matchers with samples in `[mint, maxt]`, sorted.
+    fn label_names(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut names = BTreeSet::new();
+        for s in self.select(tenant, matchers, mint, maxt)? {
+            names.extend(s.labels.iter().map(|l| l.name.clone()));
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Values of label `name` over series matching the matchers with samples in `[mint, maxt]`.
+    fn label_values(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut values = BTreeSet::new();
+        for s in self.select(tenant, matchers, mint, maxt)? {
+            values.extend(s.labels.get(name).map(str::to_owned));
+        }
+        Ok(values.into_iter().collect())
+    }
+}
+
+#[derive(Debug)]
+struct Tenant {
+    head: Head,
+    wal: Option<Wal>,
+    limiter: RateLimiter,
+    broken: bool,
+}
+
+/// The local store of one router.
+#[derive(Debug)]
+pub struct Storage {
+    config: StorageConfig,
+    tenants: RwLock<HashMap<TenantId, Arc<RwLock<Tenant>>>>,
+}
+
+impl Storage {
+    /// Opens the store, replaying the WAL of every tenant found in the data directory.
+    pub fn open(config: StorageConfig) -> Result<Self, StorageError> {
+        let storage = Self {
+            config,
+            tenants: RwLock::new(HashMap::new()),
+        };
+        if let Some(dir) = &storage.config.dir {
+            fs::create_dir_all(dir).map_err(|source| StorageError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
+            let entries = fs::read_dir(dir).map_err(|source| StorageError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
+            for entry in entries {
+                let entry = entry.map_err(|source| StorageError::Dir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Ok(id) = TenantId::new(&name) {
+                    storage.tenant(&id)?;
+                }
+            }
+        }
+        Ok(storage)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    /// Tenants currently known, sorted.
+    pub fn tenants(&self) -> Result<Vec<TenantId>, StorageError> {
+        let map = self.tenants.read().map_err(|_| StorageError::Poisoned)?;
+        let mut ids: Vec<TenantId> = map.keys().cloned().collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn existing(&self, id: &TenantId) -> Result<Option<Arc<RwLock<Tenant>>>, StorageError> {
+        Ok(self
+            .tenants
+            .read()
+            .map_err(|_| StorageError::Poisoned)?
+            .get(id)
+            .cloned())
+    }
+
+    /// The tenant, opened (WAL replayed) or created on first use.
+    fn tenant(&self, id: &TenantId) -> Result<Arc<RwLock<Tenant>>, StorageError> {
+        if let Some(t) = self.existing(id)? {
+            return Ok(t);
+        }
+        let mut map = self.tenants.write().map_err(|_| StorageError::Poisoned)?;
+        if let Some(t) = map.get(id) {
+            return Ok(t.clone());
+        }
+        let mut head = Head::new(self.config.head);
+        let wal = match &self.config.dir {
+            None => None,
+            Some(dir) => {
+                let wal_dir = dir.join(id.as_str()).join("wal");
+                let (wal, report) =
+                    Wal::open(&wal_dir, self.config.segment_size, |rec| match rec {
+                        WalRecord::Series(series) => {
+                            for (r, labels) in series {
+                                head.create_series(r, labels);
+                            }
+                        }
+                        WalRecord::Samples(samples) => {
+                            for (r, s) in samples {
+                                head.append_unchecked(r, s);
+                            }
+                        }
+                    })
+                    .map_err(|source| StorageError::Open {
+                        tenant: id.to_string(),
+                        source,
+                    })?;
+                tracing::info!(tenant = %id, records = report.records, series = head.num_series(), "replayed WAL");
+                Some(wal)
+            }
+        };
+        let tenant = Arc::new(RwLock::new(Tenant {
+            head,
+            wal,
+            limiter: RateLimiter::new(&self.config.limits),
+            broken: false,
+        }));
+        map.insert(id.clone(), tenant.clone());
+        Ok(tenant)
+    }
+
+    fn check_label_limits(&self, batch: &[Series]) -> Result<(), WriteError> {
+        let limits = &self.config.limits;
+        for s in batch {
+            let fail = |reason: String| WriteError::LabelLimit {
+                series: s.labels.to_string(),
+                reason,
+            };
+            if s.labels.len() > limits.max_label_names {
+                return Err(fail(format!(
+                    "{} labels exceed the limit of {}",
+                    s.labels.len(),
+                    limits.max_label_names
+                )));
+            }
+            for l in s.labels.iter() {
+                if l.name.len() > limits.max_label_name_len {
+                    return Err(fail(format!(
+                        "label name longer than {} bytes",
+                        limits.max_label_name_len
+                    )));
+                }
+                if l.value.len() > limits.max_label_value_len {
+                    return Err(fail(format!(
+                        "value of label {} longer than {} bytes",
+                        l.name, limits.max_label_value_len
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for Storage {
+    fn write(
+        &self,
+        tenant: &TenantId,
+        batch: Vec<Series>,
+        now_ms: i64,
+    ) -> Result<WriteStats, WriteError> {
+        self.check_label_limits(&batch)?;
+        let handle = self.tenant(tenant).map_err(|e| match e {
+            StorageError::Open { source, .. } => WriteError::Wal(source),
+            _ => WriteError::Unavailable(tenant.clone()),
+        })?;
+        let mut t = handle
+            .write()
+            .map_err(|_| WriteError::Unavailable(tenant.clone()))?;
+        if t.broken {
+            return Err(WriteError::Unavailable(tenant.clone()));
+        }
+        let limits = self.config.limits;
+        let plan = t.head.plan(&batch)?;
+        if t.head.num_series() + plan.new_series.len() > limits.max_series {
+            return Err(WriteError::SeriesLimit {
+                tenant: tenant.clone(),
+                limit: limits.max_series,
+            });
+        }
+        let n = plan.samples.len();
+        if let Err(retry_after_ms) = t.limiter.check(&limits, now_ms, n) {
+            return Err(WriteError::RateLimited {
+                tenant: tenant.clone(),
+                rate: limits.ingestion_rate,
+                retry_after_ms,
+            });
+        }
+        let stats = WriteStats {
+            samples: n,
+            new_series: plan.new_series.len(),
+        };
+        if let Some(wal) = t.wal.as_mut() {
+            let mut records = Vec::with_capacity(2);
+            if !plan.new_series.is_empty() {
+                records.push(WalRecord::Series(plan.new_series.clone()));
+            }
+            if !plan.samples.is_empty() {
+                records.push(WalRecord::Samples(plan.samples.clone()));
+            }
+            if let Err(e) = wal.log(&records) {
+                // A partly written frame may follow; refuse further writes so it stays the tail.
+                t.broken = true;
+                return Err(e.into());
+            }
+        }
+        t.limiter.take(n);
+        t.head.commit(plan);
+        Ok(stats)
+    }
+
+    fn select(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Series>, StorageError> {
+        let Some(handle) = self.existing(tenant)? else {
+            return Ok(Vec::new());
+        };
+        let t = handle.read().map_err(|_| StorageError::Poisoned)?;
+        Ok(t.head.select(matchers, mint, maxt))
+    }
+}
+
+#[cfg(test)]
+mod tests;
