@@ -122,6 +122,10 @@ pub struct MeshCore {
     targets: Targets,
     actions: VecDeque<Action>,
     next_gossip: u64,
+    /// The table changed since routes, garbage and discovery were last refreshed.
+    dirty: bool,
+    /// The latest `now` the driver gave us.
+    last_now: u64,
 }
 
 impl MeshCore {
@@ -140,6 +144,8 @@ impl MeshCore {
             by_peer: BTreeMap::new(),
             actions: VecDeque::new(),
             next_gossip,
+            dirty: false,
+            last_now: now,
         }
     }
 
@@ -216,10 +222,7 @@ impl MeshCore {
             self.conns.remove(&existing);
             self.actions.push_back(Action::Close {
                 conn: existing,
-                reason: format!(
-                    "replaced by a connection dialled by the smaller peer name to {}",
-                    remote.name
-                ),
+                reason: format!("replaced by a connection dialled by the smaller peer name to {}", remote.name),
             });
         } else if self.conns.len() >= self.cfg.conn_limit {
             if let Some(t) = &target {
@@ -232,15 +235,7 @@ impl MeshCore {
             self.targets.connected(t, remote.name);
         }
         self.by_peer.insert(remote.name, conn);
-        self.conns.insert(
-            conn,
-            Conn {
-                remote,
-                addr: remote_addr,
-                outbound,
-                encrypted,
-            },
-        );
+        self.conns.insert(conn, Conn { remote, addr: remote_addr, outbound, encrypted });
         self.update_local_connections(Some(conn));
         self.send_full_state(conn);
         self.topology_changed(now);
@@ -265,12 +260,7 @@ impl MeshCore {
     /// A message arrived on `conn`. An error means the neighbour sent
     /// something undecodable (or a channel rejected it): close the connection.
     /// Gossip for channels not registered here is dropped silently.
-    pub fn handle_message(
-        &mut self,
-        conn: ConnId,
-        msg: MeshMessage,
-        now: u64,
-    ) -> Result<(), GossipError> {
+    pub fn handle_message(&mut self, conn: ConnId, msg: MeshMessage, now: u64) -> Result<(), GossipError> {
         let Some(src) = self.conns.get(&conn).map(|c| c.remote.name) else {
             return Ok(());
         };
@@ -293,31 +283,16 @@ impl MeshCore {
         }
     }
 
-    fn merge_topology(
-        &mut self,
-        from: ConnId,
-        payload: &[u8],
-        now: u64,
-    ) -> Result<(), GossipError> {
+    fn merge_topology(&mut self, from: ConnId, payload: &[u8], now: u64) -> Result<(), GossipError> {
         let outcome = self
             .topology
             .merge(payload)
-            .map_err(|e| GossipError::Decode {
-                channel: TOPOLOGY_CHANNEL.to_owned(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| GossipError::Decode { channel: TOPOLOGY_CHANNEL.to_owned(), reason: e.to_string() })?;
         if outcome.improved.is_empty() {
             return Ok(());
         }
-        // Collect first, so the update carries no peer that is about to go.
-        self.topology.garbage_collect();
         let local = self.local_name();
-        let others: Vec<PeerName> = outcome
-            .improved
-            .iter()
-            .copied()
-            .filter(|n| *n != local)
-            .collect();
+        let others: Vec<PeerName> = outcome.improved.iter().copied().filter(|n| *n != local).collect();
         if !others.is_empty() {
             let update = self.topology.encode(&others);
             self.flood(TOPOLOGY_CHANNEL, update, Some(from));
@@ -332,10 +307,8 @@ impl MeshCore {
     }
 
     fn handle_unicast(&mut self, u: Unicast) -> Result<(), GossipError> {
-        let bad = |e: super::peer::PeerNameError| GossipError::Decode {
-            channel: u.channel.clone(),
-            reason: e.to_string(),
-        };
+        let bad =
+            |e: super::peer::PeerNameError| GossipError::Decode { channel: u.channel.clone(), reason: e.to_string() };
         let src = PeerName::from_u64(u.src).map_err(bad)?;
         let dst = PeerName::from_u64(u.dst).map_err(bad)?;
         if dst == self.local_name() {
@@ -355,20 +328,18 @@ impl MeshCore {
             tracing::debug!(%src, %dst, "unicast dropped: no route");
             return Ok(());
         };
-        let msg = MeshMessage {
-            body: Some(Body::Unicast(Unicast {
-                hops_left: u.hops_left - 1,
-                ..u
-            })),
-        };
+        let msg = MeshMessage { body: Some(Body::Unicast(Unicast { hops_left: u.hops_left - 1, ..u })) };
         self.actions.push_back(Action::Send { conn, msg });
         Ok(())
     }
 
     /// The connection to `dst`, or to the next hop on the route to it.
-    fn conn_towards(&self, dst: PeerName) -> Option<ConnId> {
+    fn conn_towards(&mut self, dst: PeerName) -> Option<ConnId> {
         if let Some(&conn) = self.by_peer.get(&dst) {
             return Some(conn);
+        }
+        if self.dirty {
+            self.refresh(self.last_now);
         }
         let hop = self.routes.get(&dst)?;
         self.by_peer.get(hop).copied()
@@ -376,6 +347,8 @@ impl MeshCore {
 
     /// Periodic work: anti-entropy gossip and due redials.
     pub fn handle_timeout(&mut self, now: u64) {
+        self.last_now = self.last_now.max(now);
+        self.refresh(now);
         if now >= self.next_gossip {
             self.anti_entropy();
             self.next_gossip = now + jittered(self.cfg.gossip_interval_ms, &mut self.rng);
@@ -385,6 +358,9 @@ impl MeshCore {
 
     /// When [`MeshCore::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<u64> {
+        if self.dirty {
+            return Some(self.last_now);
+        }
         Some(match self.targets.next_due() {
             Some(due) => due.min(self.next_gossip),
             None => self.next_gossip,
@@ -403,12 +379,7 @@ impl MeshCore {
 
     /// Sends `payload` to `dst`'s `channel`, directly or via the next hop.
     /// A peer does not unicast to itself: that is [`Unreachable`] too.
-    pub fn send_unicast(
-        &mut self,
-        dst: PeerName,
-        channel: &str,
-        payload: Vec<u8>,
-    ) -> Result<(), Unreachable> {
+    pub fn send_unicast(&mut self, dst: PeerName, channel: &str, payload: Vec<u8>) -> Result<(), Unreachable> {
         if dst == self.local_name() {
             return Err(Unreachable(dst));
         }
@@ -428,12 +399,7 @@ impl MeshCore {
 
     /// Snapshot for `weft status`.
     pub fn status(&self) -> MeshStatus {
-        let nickname = |name: PeerName| {
-            self.topology
-                .get(name)
-                .map(|e| e.info.nickname.clone())
-                .unwrap_or_default()
-        };
+        let nickname = |name: PeerName| self.topology.get(name).map(|e| e.info.nickname.clone()).unwrap_or_default();
         MeshStatus {
             local: self.local().clone(),
             peers: self
@@ -478,25 +444,18 @@ impl MeshCore {
     fn flood(&mut self, channel: &str, payload: Vec<u8>, except: Option<ConnId>) {
         for &conn in self.conns.keys() {
             if Some(conn) != except {
-                self.actions.push_back(Action::Send {
-                    conn,
-                    msg: MeshMessage::gossip(channel, payload.clone()),
-                });
+                self.actions.push_back(Action::Send { conn, msg: MeshMessage::gossip(channel, payload.clone()) });
             }
         }
     }
 
     /// Queues the full state of the topology and every channel to `conn`.
     fn send_full_state(&mut self, conn: ConnId) {
-        let mut msgs = vec![MeshMessage::gossip(
-            TOPOLOGY_CHANNEL,
-            self.topology.encode_all(),
-        )];
+        let mut msgs = vec![MeshMessage::gossip(TOPOLOGY_CHANNEL, self.topology.encode_all())];
         for (name, g) in &self.channels {
             msgs.push(MeshMessage::gossip(name, g.full_state()));
         }
-        self.actions
-            .extend(msgs.into_iter().map(|msg| Action::Send { conn, msg }));
+        self.actions.extend(msgs.into_iter().map(|msg| Action::Send { conn, msg }));
     }
 
     /// Sends full state to about log2(peers) random neighbours.
@@ -531,15 +490,27 @@ impl MeshCore {
         }
     }
 
-    /// After the table changed: collect garbage, recompute routes, refresh
-    /// discovered targets and tell the driver.
+    /// The table changed: derived state is refreshed at the next
+    /// [`MeshCore::handle_timeout`], which [`MeshCore::poll_timeout`] makes due
+    /// at once, so a burst of gossip costs one refresh.
     fn topology_changed(&mut self, now: u64) {
+        self.last_now = self.last_now.max(now);
+        if !self.dirty {
+            self.dirty = true;
+            self.actions.push_back(Action::TopologyChanged);
+        }
+    }
+
+    /// Collects garbage, recomputes routes and refreshes discovered targets.
+    fn refresh(&mut self, now: u64) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
         self.topology.garbage_collect();
         self.routes = self.topology.routes();
         let discovered = self.discovered_addresses();
         self.targets.set_discovered(&discovered, now);
-        self.dial_due(now);
-        self.actions.push_back(Action::TopologyChanged);
     }
 
     /// Addresses of peers we are not connected to, learned from the
@@ -552,9 +523,7 @@ impl MeshCore {
                 if c.name == local || self.by_peer.contains_key(&c.name) {
                     continue;
                 }
-                let (Some(peer), Ok(mut addr)) =
-                    (self.topology.get(c.name), c.address.parse::<SocketAddr>())
-                else {
+                let (Some(peer), Ok(mut addr)) = (self.topology.get(c.name), c.address.parse::<SocketAddr>()) else {
                     continue;
                 };
                 addr.set_port(peer.info.listen_port);
@@ -575,4 +544,165 @@ impl MeshCore {
 fn jittered(interval: u64, rng: &mut impl Rng) -> u64 {
     let spread = interval / 10;
     interval - spread + rng.gen_range(0..=2 * spread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts merges and applies nothing: every update is news once.
+    struct Echo {
+        seen: Vec<Vec<u8>>,
+    }
+
+    impl Gossiper for Echo {
+        fn full_state(&self) -> Vec<u8> {
+            b"full".to_vec()
+        }
+
+        fn merge(&mut self, _src: PeerName, update: &[u8]) -> Result<Option<Vec<u8>>, GossipError> {
+            if update == b"bad" {
+                return Err(GossipError::new("bad update"));
+            }
+            let news = !self.seen.iter().any(|s| s == update);
+            self.seen.push(update.to_vec());
+            Ok(news.then(|| update.to_vec()))
+        }
+
+        fn on_unicast(&mut self, _src: PeerName, _payload: &[u8]) -> Result<(), GossipError> {
+            Ok(())
+        }
+    }
+
+    fn info(name: u64) -> PeerInfo {
+        PeerInfo { name: PeerName(name), nickname: format!("p{name}"), uid: 1, listen_port: 6783 }
+    }
+
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, last], 6783))
+    }
+
+    fn core(name: u64) -> MeshCore {
+        MeshCore::new(MeshConfig::new(info(name)), 0, name)
+    }
+
+    fn drain(core: &mut MeshCore) -> Vec<Action> {
+        std::iter::from_fn(|| core.poll_action()).collect()
+    }
+
+    fn sends_on(actions: &[Action], channel: &str) -> Vec<ConnId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { conn, msg: MeshMessage { body: Some(Body::Gossip(g)) } } if g.channel == channel => {
+                    Some(*conn)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_connection_gets_full_state_of_every_channel() {
+        let mut a = core(1);
+        a.register_channel("echo", Box::new(Echo { seen: vec![] }));
+        a.connection_up(7, info(2), addr(2), true, None, false, 0).unwrap();
+        let actions = drain(&mut a);
+        assert_eq!(sends_on(&actions, TOPOLOGY_CHANNEL), vec![7]);
+        assert_eq!(sends_on(&actions, "echo"), vec![7]);
+        assert!(actions.contains(&Action::TopologyChanged));
+        assert_eq!(a.status().connections.len(), 1);
+    }
+
+    #[test]
+    fn refuses_self_and_marks_the_target_failed() {
+        let mut a = core(1);
+        a.add_targets(&["127.0.0.1:6783".to_owned()], false, 0);
+        assert_eq!(drain(&mut a), vec![Action::Dial { addr: "127.0.0.1:6783".to_owned() }]);
+        let r = a.connection_up(3, info(1), addr(1), true, Some("127.0.0.1:6783".to_owned()), false, 0);
+        assert_eq!(r, Err(ConnRefused::ToSelf));
+        assert_eq!(a.status().targets[0].state, "failed");
+    }
+
+    #[test]
+    fn refuses_beyond_the_limit() {
+        let mut cfg = MeshConfig::new(info(1));
+        cfg.conn_limit = 1;
+        let mut a = MeshCore::new(cfg, 0, 1);
+        a.connection_up(1, info(2), addr(2), false, None, false, 0).unwrap();
+        assert_eq!(a.connection_up(2, info(3), addr(3), false, None, false, 0), Err(ConnRefused::LimitReached(1)));
+    }
+
+    /// Both ends of a simultaneous connect keep the connection dialled by the smaller name.
+    #[test]
+    fn duplicates_are_resolved_the_same_way_on_both_ends() {
+        for first_by_small in [true, false] {
+            let (mut small, mut big) = (core(1), core(2));
+            // Connection X dialled by `small` (conn 10 at small, 20 at big);
+            // connection Y dialled by `big` (conn 11 at small, 21 at big).
+            let order: [(ConnId, ConnId, bool); 2] =
+                if first_by_small { [(10, 20, true), (11, 21, false)] } else { [(11, 21, false), (10, 20, true)] };
+            let mut results = Vec::new();
+            for (cs, cb, small_dials) in order {
+                results.push((
+                    small.connection_up(cs, info(2), addr(2), small_dials, None, false, 0),
+                    big.connection_up(cb, info(1), addr(1), !small_dials, None, false, 0),
+                ));
+            }
+            let kept_small: Vec<ConnId> = small.status().connections.iter().map(|c| c.conn).collect();
+            let kept_big: Vec<ConnId> = big.status().connections.iter().map(|c| c.conn).collect();
+            assert_eq!(kept_small, vec![10], "order {first_by_small}: {results:?}");
+            assert_eq!(kept_big, vec![20], "order {first_by_small}: {results:?}");
+            if !first_by_small {
+                // The earlier connection is closed by the core on both ends.
+                let closes = |actions: Vec<Action>| -> Vec<ConnId> {
+                    actions
+                        .into_iter()
+                        .filter_map(|a| match a {
+                            Action::Close { conn, .. } => Some(conn),
+                            _ => None,
+                        })
+                        .collect()
+                };
+                assert_eq!(closes(drain(&mut small)), vec![11]);
+                assert_eq!(closes(drain(&mut big)), vec![21]);
+                assert!(results[1].0.is_ok() && results[1].1.is_ok());
+            } else {
+                assert_eq!(results[1].0, Err(ConnRefused::Duplicate(PeerName(2))));
+                assert_eq!(results[1].1, Err(ConnRefused::Duplicate(PeerName(1))));
+            }
+        }
+    }
+
+    #[test]
+    fn news_floods_to_all_but_the_sender_and_stale_news_stops() {
+        let mut a = core(1);
+        a.register_channel("echo", Box::new(Echo { seen: vec![] }));
+        for (conn, peer) in [(1, 2), (2, 3), (3, 4)] {
+            a.connection_up(conn, info(peer), addr(peer as u8), false, None, false, 0).unwrap();
+        }
+        drain(&mut a);
+        a.handle_message(2, MeshMessage::gossip("echo", b"x".to_vec()), 0).unwrap();
+        assert_eq!(sends_on(&drain(&mut a), "echo"), vec![1, 3]);
+        a.handle_message(3, MeshMessage::gossip("echo", b"x".to_vec()), 0).unwrap();
+        assert!(sends_on(&drain(&mut a), "echo").is_empty());
+        // Unknown channels are ignored; a channel's error is reported.
+        assert!(a.handle_message(1, MeshMessage::gossip("other", b"x".to_vec()), 0).is_ok());
+        assert!(a.handle_message(1, MeshMessage::gossip("echo", b"bad".to_vec()), 0).is_err());
+        assert!(a.handle_message(1, MeshMessage::gossip(TOPOLOGY_CHANNEL, vec![0xff]), 0).is_err());
+    }
+
+    #[test]
+    fn lost_connection_redials_its_target_after_backoff() {
+        let mut a = core(1);
+        let target = "127.0.0.2:6783".to_owned();
+        a.add_targets(std::slice::from_ref(&target), false, 0);
+        drain(&mut a);
+        a.connection_up(5, info(2), addr(2), true, Some(target.clone()), false, 0).unwrap();
+        a.connection_down(5, "reset", 10_000);
+        let due = a.targets.next_due().unwrap();
+        assert!((11_000..=11_500).contains(&due), "{due}");
+        a.handle_timeout(due);
+        assert!(drain(&mut a).contains(&Action::Dial { addr: target }));
+    }
 }

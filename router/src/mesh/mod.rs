@@ -14,6 +14,8 @@ mod targets;
 pub mod topology;
 pub mod wire;
 
+#[cfg(test)]
+mod sim;
 
 pub use self::core::{Action, ConnId, ConnRefused, MeshConfig, MeshCore, Unreachable};
 pub use frame::{FrameError, FrameReceiver, FrameSender};
