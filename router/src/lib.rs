@@ -9,4 +9,5 @@ pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod mesh;
+pub mod overlay;
 pub mod state_file;
