@@ -222,7 +222,10 @@ impl MeshCore {
             self.conns.remove(&existing);
             self.actions.push_back(Action::Close {
                 conn: existing,
-                reason: format!("replaced by a connection dialled by the smaller peer name to {}", remote.name),
+                reason: format!(
+                    "replaced by a connection dialled by the smaller peer name to {}",
+                    remote.name
+                ),
             });
         } else if self.conns.len() >= self.cfg.conn_limit {
             if let Some(t) = &target {
@@ -235,7 +238,15 @@ impl MeshCore {
             self.targets.connected(t, remote.name);
         }
         self.by_peer.insert(remote.name, conn);
-        self.conns.insert(conn, Conn { remote, addr: remote_addr, outbound, encrypted });
+        self.conns.insert(
+            conn,
+            Conn {
+                remote,
+                addr: remote_addr,
+                outbound,
+                encrypted,
+            },
+        );
         self.update_local_connections(Some(conn));
         self.send_full_state(conn);
         self.topology_changed(now);
@@ -260,7 +271,12 @@ impl MeshCore {
     /// A message arrived on `conn`. An error means the neighbour sent
     /// something undecodable (or a channel rejected it): close the connection.
     /// Gossip for channels not registered here is dropped silently.
-    pub fn handle_message(&mut self, conn: ConnId, msg: MeshMessage, now: u64) -> Result<(), GossipError> {
+    pub fn handle_message(
+        &mut self,
+        conn: ConnId,
+        msg: MeshMessage,
+        now: u64,
+    ) -> Result<(), GossipError> {
         let Some(src) = self.conns.get(&conn).map(|c| c.remote.name) else {
             return Ok(());
         };
@@ -283,16 +299,29 @@ impl MeshCore {
         }
     }
 
-    fn merge_topology(&mut self, from: ConnId, payload: &[u8], now: u64) -> Result<(), GossipError> {
+    fn merge_topology(
+        &mut self,
+        from: ConnId,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<(), GossipError> {
         let outcome = self
             .topology
             .merge(payload)
-            .map_err(|e| GossipError::Decode { channel: TOPOLOGY_CHANNEL.to_owned(), reason: e.to_string() })?;
+            .map_err(|e| GossipError::Decode {
+                channel: TOPOLOGY_CHANNEL.to_owned(),
+                reason: e.to_string(),
+            })?;
         if outcome.improved.is_empty() {
             return Ok(());
         }
         let local = self.local_name();
-        let others: Vec<PeerName> = outcome.improved.iter().copied().filter(|n| *n != local).collect();
+        let others: Vec<PeerName> = outcome
+            .improved
+            .iter()
+            .copied()
+            .filter(|n| *n != local)
+            .collect();
         if !others.is_empty() {
             let update = self.topology.encode(&others);
             self.flood(TOPOLOGY_CHANNEL, update, Some(from));
@@ -307,8 +336,10 @@ impl MeshCore {
     }
 
     fn handle_unicast(&mut self, u: Unicast) -> Result<(), GossipError> {
-        let bad =
-            |e: super::peer::PeerNameError| GossipError::Decode { channel: u.channel.clone(), reason: e.to_string() };
+        let bad = |e: super::peer::PeerNameError| GossipError::Decode {
+            channel: u.channel.clone(),
+            reason: e.to_string(),
+        };
         let src = PeerName::from_u64(u.src).map_err(bad)?;
         let dst = PeerName::from_u64(u.dst).map_err(bad)?;
         if dst == self.local_name() {
@@ -328,7 +359,12 @@ impl MeshCore {
             tracing::debug!(%src, %dst, "unicast dropped: no route");
             return Ok(());
         };
-        let msg = MeshMessage { body: Some(Body::Unicast(Unicast { hops_left: u.hops_left - 1, ..u })) };
+        let msg = MeshMessage {
+            body: Some(Body::Unicast(Unicast {
+                hops_left: u.hops_left - 1,
+                ..u
+            })),
+        };
         self.actions.push_back(Action::Send { conn, msg });
         Ok(())
     }
@@ -379,7 +415,12 @@ impl MeshCore {
 
     /// Sends `payload` to `dst`'s `channel`, directly or via the next hop.
     /// A peer does not unicast to itself: that is [`Unreachable`] too.
-    pub fn send_unicast(&mut self, dst: PeerName, channel: &str, payload: Vec<u8>) -> Result<(), Unreachable> {
+    pub fn send_unicast(
+        &mut self,
+        dst: PeerName,
+        channel: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), Unreachable> {
         if dst == self.local_name() {
             return Err(Unreachable(dst));
         }
@@ -399,7 +440,12 @@ impl MeshCore {
 
     /// Snapshot for `weft status`.
     pub fn status(&self) -> MeshStatus {
-        let nickname = |name: PeerName| self.topology.get(name).map(|e| e.info.nickname.clone()).unwrap_or_default();
+        let nickname = |name: PeerName| {
+            self.topology
+                .get(name)
+                .map(|e| e.info.nickname.clone())
+                .unwrap_or_default()
+        };
         MeshStatus {
             local: self.local().clone(),
             peers: self
@@ -444,18 +490,25 @@ impl MeshCore {
     fn flood(&mut self, channel: &str, payload: Vec<u8>, except: Option<ConnId>) {
         for &conn in self.conns.keys() {
             if Some(conn) != except {
-                self.actions.push_back(Action::Send { conn, msg: MeshMessage::gossip(channel, payload.clone()) });
+                self.actions.push_back(Action::Send {
+                    conn,
+                    msg: MeshMessage::gossip(channel, payload.clone()),
+                });
             }
         }
     }
 
     /// Queues the full state of the topology and every channel to `conn`.
     fn send_full_state(&mut self, conn: ConnId) {
-        let mut msgs = vec![MeshMessage::gossip(TOPOLOGY_CHANNEL, self.topology.encode_all())];
+        let mut msgs = vec![MeshMessage::gossip(
+            TOPOLOGY_CHANNEL,
+            self.topology.encode_all(),
+        )];
         for (name, g) in &self.channels {
             msgs.push(MeshMessage::gossip(name, g.full_state()));
         }
-        self.actions.extend(msgs.into_iter().map(|msg| Action::Send { conn, msg }));
+        self.actions
+            .extend(msgs.into_iter().map(|msg| Action::Send { conn, msg }));
     }
 
     /// Sends full state to about log2(peers) random neighbours.
@@ -523,7 +576,9 @@ impl MeshCore {
                 if c.name == local || self.by_peer.contains_key(&c.name) {
                     continue;
                 }
-                let (Some(peer), Ok(mut addr)) = (self.topology.get(c.name), c.address.parse::<SocketAddr>()) else {
+                let (Some(peer), Ok(mut addr)) =
+                    (self.topology.get(c.name), c.address.parse::<SocketAddr>())
+                else {
                     continue;
                 };
                 addr.set_port(peer.info.listen_port);
@@ -575,7 +630,12 @@ mod tests {
     }
 
     fn info(name: u64) -> PeerInfo {
-        PeerInfo { name: PeerName(name), nickname: format!("p{name}"), uid: 1, listen_port: 6783 }
+        PeerInfo {
+            name: PeerName(name),
+            nickname: format!("p{name}"),
+            uid: 1,
+            listen_port: 6783,
+        }
     }
 
     fn addr(last: u8) -> SocketAddr {
@@ -594,9 +654,13 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Send { conn, msg: MeshMessage { body: Some(Body::Gossip(g)) } } if g.channel == channel => {
-                    Some(*conn)
-                }
+                Action::Send {
+                    conn,
+                    msg:
+                        MeshMessage {
+                            body: Some(Body::Gossip(g)),
+                        },
+                } if g.channel == channel => Some(*conn),
                 _ => None,
             })
             .collect()
@@ -606,7 +670,8 @@ mod tests {
     fn new_connection_gets_full_state_of_every_channel() {
         let mut a = core(1);
         a.register_channel("echo", Box::new(Echo { seen: vec![] }));
-        a.connection_up(7, info(2), addr(2), true, None, false, 0).unwrap();
+        a.connection_up(7, info(2), addr(2), true, None, false, 0)
+            .unwrap();
         let actions = drain(&mut a);
         assert_eq!(sends_on(&actions, TOPOLOGY_CHANNEL), vec![7]);
         assert_eq!(sends_on(&actions, "echo"), vec![7]);
@@ -618,8 +683,21 @@ mod tests {
     fn refuses_self_and_marks_the_target_failed() {
         let mut a = core(1);
         a.add_targets(&["127.0.0.1:6783".to_owned()], false, 0);
-        assert_eq!(drain(&mut a), vec![Action::Dial { addr: "127.0.0.1:6783".to_owned() }]);
-        let r = a.connection_up(3, info(1), addr(1), true, Some("127.0.0.1:6783".to_owned()), false, 0);
+        assert_eq!(
+            drain(&mut a),
+            vec![Action::Dial {
+                addr: "127.0.0.1:6783".to_owned()
+            }]
+        );
+        let r = a.connection_up(
+            3,
+            info(1),
+            addr(1),
+            true,
+            Some("127.0.0.1:6783".to_owned()),
+            false,
+            0,
+        );
         assert_eq!(r, Err(ConnRefused::ToSelf));
         assert_eq!(a.status().targets[0].state, "failed");
     }
@@ -629,8 +707,12 @@ mod tests {
         let mut cfg = MeshConfig::new(info(1));
         cfg.conn_limit = 1;
         let mut a = MeshCore::new(cfg, 0, 1);
-        a.connection_up(1, info(2), addr(2), false, None, false, 0).unwrap();
-        assert_eq!(a.connection_up(2, info(3), addr(3), false, None, false, 0), Err(ConnRefused::LimitReached(1)));
+        a.connection_up(1, info(2), addr(2), false, None, false, 0)
+            .unwrap();
+        assert_eq!(
+            a.connection_up(2, info(3), addr(3), false, None, false, 0),
+            Err(ConnRefused::LimitReached(1))
+        );
     }
 
     /// Both ends of a simultaneous connect keep the connection dialled by the smaller name.
@@ -640,8 +722,11 @@ mod tests {
             let (mut small, mut big) = (core(1), core(2));
             // Connection X dialled by `small` (conn 10 at small, 20 at big);
             // connection Y dialled by `big` (conn 11 at small, 21 at big).
-            let order: [(ConnId, ConnId, bool); 2] =
-                if first_by_small { [(10, 20, true), (11, 21, false)] } else { [(11, 21, false), (10, 20, true)] };
+            let order: [(ConnId, ConnId, bool); 2] = if first_by_small {
+                [(10, 20, true), (11, 21, false)]
+            } else {
+                [(11, 21, false), (10, 20, true)]
+            };
             let mut results = Vec::new();
             for (cs, cb, small_dials) in order {
                 results.push((
@@ -649,7 +734,8 @@ mod tests {
                     big.connection_up(cb, info(1), addr(1), !small_dials, None, false, 0),
                 ));
             }
-            let kept_small: Vec<ConnId> = small.status().connections.iter().map(|c| c.conn).collect();
+            let kept_small: Vec<ConnId> =
+                small.status().connections.iter().map(|c| c.conn).collect();
             let kept_big: Vec<ConnId> = big.status().connections.iter().map(|c| c.conn).collect();
             assert_eq!(kept_small, vec![10], "order {first_by_small}: {results:?}");
             assert_eq!(kept_big, vec![20], "order {first_by_small}: {results:?}");
@@ -679,17 +765,29 @@ mod tests {
         let mut a = core(1);
         a.register_channel("echo", Box::new(Echo { seen: vec![] }));
         for (conn, peer) in [(1, 2), (2, 3), (3, 4)] {
-            a.connection_up(conn, info(peer), addr(peer as u8), false, None, false, 0).unwrap();
+            a.connection_up(conn, info(peer), addr(peer as u8), false, None, false, 0)
+                .unwrap();
         }
         drain(&mut a);
-        a.handle_message(2, MeshMessage::gossip("echo", b"x".to_vec()), 0).unwrap();
+        a.handle_message(2, MeshMessage::gossip("echo", b"x".to_vec()), 0)
+            .unwrap();
         assert_eq!(sends_on(&drain(&mut a), "echo"), vec![1, 3]);
-        a.handle_message(3, MeshMessage::gossip("echo", b"x".to_vec()), 0).unwrap();
+        a.handle_message(3, MeshMessage::gossip("echo", b"x".to_vec()), 0)
+            .unwrap();
         assert!(sends_on(&drain(&mut a), "echo").is_empty());
         // Unknown channels are ignored; a channel's error is reported.
-        assert!(a.handle_message(1, MeshMessage::gossip("other", b"x".to_vec()), 0).is_ok());
-        assert!(a.handle_message(1, MeshMessage::gossip("echo", b"bad".to_vec()), 0).is_err());
-        assert!(a.handle_message(1, MeshMessage::gossip(TOPOLOGY_CHANNEL, vec![0xff]), 0).is_err());
+        assert!(
+            a.handle_message(1, MeshMessage::gossip("other", b"x".to_vec()), 0)
+                .is_ok()
+        );
+        assert!(
+            a.handle_message(1, MeshMessage::gossip("echo", b"bad".to_vec()), 0)
+                .is_err()
+        );
+        assert!(
+            a.handle_message(1, MeshMessage::gossip(TOPOLOGY_CHANNEL, vec![0xff]), 0)
+                .is_err()
+        );
     }
 
     #[test]
@@ -698,7 +796,8 @@ mod tests {
         let target = "127.0.0.2:6783".to_owned();
         a.add_targets(std::slice::from_ref(&target), false, 0);
         drain(&mut a);
-        a.connection_up(5, info(2), addr(2), true, Some(target.clone()), false, 0).unwrap();
+        a.connection_up(5, info(2), addr(2), true, Some(target.clone()), false, 0)
+            .unwrap();
         a.connection_down(5, "reset", 10_000);
         let due = a.targets.next_due().unwrap();
         assert!((11_000..=11_500).contains(&due), "{due}");

@@ -21,7 +21,9 @@ const TAG_LEN: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// The announced or produced frame exceeds [`MAX_FRAME_LEN`].
-    #[error("mesh frame of {len} bytes exceeds the {MAX_FRAME_LEN}-byte limit: closing the connection")]
+    #[error(
+        "mesh frame of {len} bytes exceeds the {MAX_FRAME_LEN}-byte limit: closing the connection"
+    )]
     TooLarge {
         /// The offending length.
         len: usize,
@@ -45,7 +47,10 @@ struct DirectionCipher {
 
 impl DirectionCipher {
     fn new(key: &[u8; 32]) -> DirectionCipher {
-        DirectionCipher { aead: ChaCha20Poly1305::new(Key::from_slice(key)), counter: 0 }
+        DirectionCipher {
+            aead: ChaCha20Poly1305::new(Key::from_slice(key)),
+            counter: 0,
+        }
     }
 
     /// The nonce for the current counter, then advances it.
@@ -71,7 +76,9 @@ impl FrameSender {
 
     /// A sender that seals with `key`.
     pub(super) fn encrypted(key: &[u8; 32]) -> FrameSender {
-        FrameSender { cipher: Some(DirectionCipher::new(key)) }
+        FrameSender {
+            cipher: Some(DirectionCipher::new(key)),
+        }
     }
 
     /// Whether frames are encrypted.
@@ -91,10 +98,17 @@ impl FrameSender {
             None => plaintext.to_vec(),
             Some(cipher) => {
                 if plaintext.len() + TAG_LEN > MAX_FRAME_LEN {
-                    return Err(FrameError::TooLarge { len: plaintext.len() + TAG_LEN });
+                    return Err(FrameError::TooLarge {
+                        len: plaintext.len() + TAG_LEN,
+                    });
                 }
                 let nonce = cipher.next_nonce()?;
-                cipher.aead.encrypt(&nonce, plaintext).map_err(|_| FrameError::TooLarge { len: plaintext.len() })?
+                cipher
+                    .aead
+                    .encrypt(&nonce, plaintext)
+                    .map_err(|_| FrameError::TooLarge {
+                        len: plaintext.len(),
+                    })?
             }
         };
         if body.len() > MAX_FRAME_LEN {
@@ -117,12 +131,18 @@ pub struct FrameReceiver {
 impl FrameReceiver {
     /// A receiver for an unencrypted connection.
     pub(super) fn plain() -> FrameReceiver {
-        FrameReceiver { cipher: None, buf: BytesMut::new() }
+        FrameReceiver {
+            cipher: None,
+            buf: BytesMut::new(),
+        }
     }
 
     /// A receiver that opens frames sealed with `key`.
     pub(super) fn encrypted(key: &[u8; 32]) -> FrameReceiver {
-        FrameReceiver { cipher: Some(DirectionCipher::new(key)), buf: BytesMut::new() }
+        FrameReceiver {
+            cipher: Some(DirectionCipher::new(key)),
+            buf: BytesMut::new(),
+        }
     }
 
     /// Buffers bytes read from the socket; call [`FrameReceiver::next`] after.
@@ -161,7 +181,10 @@ impl FrameReceiver {
             None => Ok(Some(body.to_vec())),
             Some(cipher) => {
                 let nonce = cipher.next_nonce()?;
-                let plain = cipher.aead.decrypt(&nonce, body.as_ref()).map_err(|_| FrameError::Authentication)?;
+                let plain = cipher
+                    .aead
+                    .decrypt(&nonce, body.as_ref())
+                    .map_err(|_| FrameError::Authentication)?;
                 Ok(Some(plain))
             }
         }
@@ -225,7 +248,10 @@ mod tests {
     }
 
     fn arb_messages() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
-        prop::collection::vec(("[a-z]{0,8}", prop::collection::vec(any::<u8>(), 0..300)), 1..8)
+        prop::collection::vec(
+            ("[a-z]{0,8}", prop::collection::vec(any::<u8>(), 0..300)),
+            1..8,
+        )
     }
 
     proptest! {

@@ -44,7 +44,9 @@ const CONFIRM: &[u8] = b"weft confirm v1";
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     /// The remote did not start with `weft` (an HTTP client, a port scanner, ...).
-    #[error("remote is not a weft peer (bad magic {got:02x?}): check that nothing else connects to the mesh port")]
+    #[error(
+        "remote is not a weft peer (bad magic {got:02x?}): check that nothing else connects to the mesh port"
+    )]
     BadMagic {
         /// The first bytes received.
         got: Vec<u8>,
@@ -60,7 +62,9 @@ pub enum HandshakeError {
         theirs: u32,
     },
     /// The remote announced a Hello larger than allowed.
-    #[error("remote peer sent a {len}-byte hello (limit {MAX_HELLO_LEN}): not a weft peer or a corrupt stream")]
+    #[error(
+        "remote peer sent a {len}-byte hello (limit {MAX_HELLO_LEN}): not a weft peer or a corrupt stream"
+    )]
     Oversized {
         /// Announced length.
         len: usize,
@@ -151,8 +155,15 @@ pub struct Handshake {
 impl Handshake {
     /// Starts a handshake; `outbound` is true on the side that dialled. Our
     /// Hello is queued for [`Handshake::poll_transmit`] at once.
-    pub fn new(cfg: &HandshakeConfig, outbound: bool, rng: &mut (impl RngCore + CryptoRng)) -> Handshake {
-        let secret = cfg.password.as_ref().map(|_| EphemeralSecret::random_from_rng(&mut *rng));
+    pub fn new(
+        cfg: &HandshakeConfig,
+        outbound: bool,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Handshake {
+        let secret = cfg
+            .password
+            .as_ref()
+            .map(|_| EphemeralSecret::random_from_rng(&mut *rng));
         let mut random = vec![0u8; 32];
         rng.fill_bytes(&mut random);
         let hello = Hello {
@@ -161,7 +172,10 @@ impl Handshake {
             uid: cfg.local.uid,
             listen_port: u32::from(cfg.local.listen_port),
             encrypted: secret.is_some(),
-            ephemeral_public: secret.as_ref().map(|s| PublicKey::from(s).as_bytes().to_vec()).unwrap_or_default(),
+            ephemeral_public: secret
+                .as_ref()
+                .map(|s| PublicKey::from(s).as_bytes().to_vec())
+                .unwrap_or_default(),
             random,
         };
         let body = hello.encode_to_vec();
@@ -185,7 +199,11 @@ impl Handshake {
     /// [`Handshake::handle_bytes`] returns [`Established`]: our confirm frame
     /// may still be queued and must precede the first sealed frame.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        if self.outgoing.is_empty() { None } else { Some(std::mem::take(&mut self.outgoing)) }
+        if self.outgoing.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.outgoing))
+        }
     }
 
     /// Feeds bytes read from the socket. Returns `Some` once the handshake is
@@ -204,13 +222,16 @@ impl Handshake {
             let Some(remote_hello) = self.take_hello()? else {
                 return Ok(None);
             };
-            let Stage::AwaitHello { secret } = std::mem::replace(&mut self.stage, Stage::Finished) else {
+            let Stage::AwaitHello { secret } = std::mem::replace(&mut self.stage, Stage::Finished)
+            else {
                 return Err(HandshakeError::Finished);
             };
             let (hello, raw) = remote_hello;
             let remote = remote_info(&hello)?;
             if hello.encrypted != self.password.is_some() {
-                return Err(HandshakeError::EncryptionMismatch { local_has_password: self.password.is_some() });
+                return Err(HandshakeError::EncryptionMismatch {
+                    local_has_password: self.password.is_some(),
+                });
             }
             match (secret, &self.password) {
                 (Some(secret), Some(password)) => {
@@ -218,8 +239,12 @@ impl Handshake {
                     let (mut sender, receiver) = keys.frames(self.outbound);
                     let confirm = sender.seal_bytes(CONFIRM)?;
                     self.outgoing.extend_from_slice(&confirm);
-                    self.stage =
-                        Stage::AwaitConfirm(Box::new(Confirming { remote, sender, receiver, sleeve: keys.sleeve }));
+                    self.stage = Stage::AwaitConfirm(Box::new(Confirming {
+                        remote,
+                        sender,
+                        receiver,
+                        sleeve: keys.sleeve,
+                    }));
                 }
                 _ => {
                     let leftover = self.incoming.split().to_vec();
@@ -235,17 +260,35 @@ impl Handshake {
         }
         match std::mem::replace(&mut self.stage, Stage::Finished) {
             Stage::AwaitConfirm(confirming) => {
-                let Confirming { remote, sender, mut receiver, sleeve } = *confirming;
+                let Confirming {
+                    remote,
+                    sender,
+                    mut receiver,
+                    sleeve,
+                } = *confirming;
                 receiver.push(&self.incoming.split());
                 match receiver.next_bytes() {
                     Ok(Some(confirm)) if confirm == CONFIRM => {
                         let leftover = receiver.take_buffered();
-                        Ok(Some(self.establish(remote, sender, receiver, leftover, Some(sleeve))))
+                        Ok(Some(self.establish(
+                            remote,
+                            sender,
+                            receiver,
+                            leftover,
+                            Some(sleeve),
+                        )))
                     }
-                    Ok(Some(_)) | Err(FrameError::Authentication) => Err(HandshakeError::PasswordMismatch),
+                    Ok(Some(_)) | Err(FrameError::Authentication) => {
+                        Err(HandshakeError::PasswordMismatch)
+                    }
                     Ok(None) => {
                         // The partial confirm stays buffered in `receiver`.
-                        self.stage = Stage::AwaitConfirm(Box::new(Confirming { remote, sender, receiver, sleeve }));
+                        self.stage = Stage::AwaitConfirm(Box::new(Confirming {
+                            remote,
+                            sender,
+                            receiver,
+                            sleeve,
+                        }));
                         Ok(None)
                     }
                     Err(e) => Err(e.into()),
@@ -261,14 +304,19 @@ impl Handshake {
         let have = self.incoming.len();
         let magic_len = have.min(MAGIC.len());
         if self.incoming[..magic_len] != MAGIC[..magic_len] {
-            return Err(HandshakeError::BadMagic { got: self.incoming[..magic_len].to_vec() });
+            return Err(HandshakeError::BadMagic {
+                got: self.incoming[..magic_len].to_vec(),
+            });
         }
         if have < 8 {
             return Ok(None);
         }
         let theirs = read_u32(&self.incoming[4..8]);
         if theirs != PROTOCOL_VERSION {
-            return Err(HandshakeError::VersionMismatch { ours: PROTOCOL_VERSION, theirs });
+            return Err(HandshakeError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs,
+            });
         }
         if have < HELLO_HEADER {
             return Ok(None);
@@ -281,7 +329,8 @@ impl Handshake {
             return Ok(None);
         }
         let raw = self.incoming.split_to(HELLO_HEADER + len).to_vec();
-        let hello = Hello::decode(&raw[HELLO_HEADER..]).map_err(|e| HandshakeError::BadHello(e.to_string()))?;
+        let hello = Hello::decode(&raw[HELLO_HEADER..])
+            .map_err(|e| HandshakeError::BadHello(e.to_string()))?;
         Ok(Some((hello, raw)))
     }
 
@@ -293,7 +342,10 @@ impl Handshake {
         password: &[u8],
     ) -> Result<SessionKeys, HandshakeError> {
         let remote_key: [u8; 32] = hello.ephemeral_public.as_slice().try_into().map_err(|_| {
-            HandshakeError::BadHello(format!("ephemeral key is {} bytes, expected 32", hello.ephemeral_public.len()))
+            HandshakeError::BadHello(format!(
+                "ephemeral key is {} bytes, expected 32",
+                hello.ephemeral_public.len()
+            ))
         })?;
         let shared = secret.diffie_hellman(&PublicKey::from(remote_key));
         if !shared.was_contributory() {
@@ -304,7 +356,10 @@ impl Handshake {
         } else {
             (remote_raw, self.own_hello.as_slice())
         };
-        let salt = Sha256::new().chain_update(first).chain_update(second).finalize();
+        let salt = Sha256::new()
+            .chain_update(first)
+            .chain_update(second)
+            .finalize();
         let mut ikm = Zeroizing::new(Vec::with_capacity(32 + password.len()));
         ikm.extend_from_slice(shared.as_bytes());
         ikm.extend_from_slice(password);
@@ -348,12 +403,19 @@ impl SessionKeys {
         };
         // Output lengths are far below HKDF's 255 * 32 byte limit, so expand cannot fail.
         let outputs: [(&[u8], &mut [u8]); 3] = [
-            (b"weft mesh initiator to responder", &mut keys.initiator_to_responder[..]),
-            (b"weft mesh responder to initiator", &mut keys.responder_to_initiator[..]),
+            (
+                b"weft mesh initiator to responder",
+                &mut keys.initiator_to_responder[..],
+            ),
+            (
+                b"weft mesh responder to initiator",
+                &mut keys.responder_to_initiator[..],
+            ),
             (b"weft sleeve key material", &mut keys.sleeve[..]),
         ];
         for (info, out) in outputs {
-            hk.expand(info, out).expect("HKDF output length is within limits");
+            hk.expand(info, out)
+                .expect("HKDF output length is within limits");
         }
         keys
     }
@@ -375,13 +437,23 @@ fn read_u32(bytes: &[u8]) -> u32 {
 }
 
 fn remote_info(hello: &Hello) -> Result<PeerInfo, HandshakeError> {
-    let name = PeerName::from_u64(hello.name).map_err(|e| HandshakeError::BadHello(e.to_string()))?;
-    let listen_port = u16::try_from(hello.listen_port)
-        .map_err(|_| HandshakeError::BadHello(format!("listen port {} out of range", hello.listen_port)))?;
+    let name =
+        PeerName::from_u64(hello.name).map_err(|e| HandshakeError::BadHello(e.to_string()))?;
+    let listen_port = u16::try_from(hello.listen_port).map_err(|_| {
+        HandshakeError::BadHello(format!("listen port {} out of range", hello.listen_port))
+    })?;
     if hello.random.len() != 32 {
-        return Err(HandshakeError::BadHello(format!("random field is {} bytes, expected 32", hello.random.len())));
+        return Err(HandshakeError::BadHello(format!(
+            "random field is {} bytes, expected 32",
+            hello.random.len()
+        )));
     }
-    Ok(PeerInfo { name, nickname: hello.nickname.clone(), uid: hello.uid, listen_port })
+    Ok(PeerInfo {
+        name,
+        nickname: hello.nickname.clone(),
+        uid: hello.uid,
+        listen_port,
+    })
 }
 
 #[cfg(test)]
@@ -408,7 +480,10 @@ mod tests {
     /// Moves bytes between two handshakes (in `chunk`-byte pieces) until both finish.
     fn run(a: &HandshakeConfig, b: &HandshakeConfig, chunk: usize) -> (Outcome, Outcome) {
         let mut rng = ChaCha8Rng::seed_from_u64(42);
-        let mut sides = [Handshake::new(a, true, &mut rng), Handshake::new(b, false, &mut rng)];
+        let mut sides = [
+            Handshake::new(a, true, &mut rng),
+            Handshake::new(b, false, &mut rng),
+        ];
         let mut results: [Option<Outcome>; 2] = [None, None];
         let mut wires: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
         loop {
@@ -457,7 +532,10 @@ mod tests {
             }
         }
         let [a, b] = results;
-        (a.unwrap_or(Err(HandshakeError::Finished)), b.unwrap_or(Err(HandshakeError::Finished)))
+        (
+            a.unwrap_or(Err(HandshakeError::Finished)),
+            b.unwrap_or(Err(HandshakeError::Finished)),
+        )
     }
 
     fn assert_talks(mut est: Established, from: u8) {
@@ -468,7 +546,11 @@ mod tests {
     #[test]
     fn same_password_establishes_encrypted_session() {
         for chunk in [1, 7, 4096] {
-            let (a, b) = run(&config(1, Some(b"s3cret")), &config(2, Some(b"s3cret")), chunk);
+            let (a, b) = run(
+                &config(1, Some(b"s3cret")),
+                &config(2, Some(b"s3cret")),
+                chunk,
+            );
             let (a, b) = (a.unwrap(), b.unwrap());
             assert!(a.encrypted && b.encrypted);
             assert_eq!(a.remote.name, PeerName(2));
@@ -513,26 +595,43 @@ mod tests {
     fn plain_versus_encrypted_is_refused_on_both_sides() {
         let (a, b) = run(&config(1, Some(b"pw")), &config(2, None), 4096);
         match a {
-            Err(e @ HandshakeError::EncryptionMismatch { local_has_password: true }) => {
+            Err(
+                e @ HandshakeError::EncryptionMismatch {
+                    local_has_password: true,
+                },
+            ) => {
                 assert!(e.to_string().contains("remote peer has no password"), "{e}");
             }
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("encrypted side accepted a plain peer"),
         }
-        assert!(matches!(b, Err(HandshakeError::EncryptionMismatch { local_has_password: false })));
+        assert!(matches!(
+            b,
+            Err(HandshakeError::EncryptionMismatch {
+                local_has_password: false
+            })
+        ));
     }
 
     #[test]
     fn version_mismatch_is_refused() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut ours = Handshake::new(&config(1, None), true, &mut rng);
-        let mut theirs = Handshake::new(&config(2, None), false, &mut rng).poll_transmit().unwrap();
+        let mut theirs = Handshake::new(&config(2, None), false, &mut rng)
+            .poll_transmit()
+            .unwrap();
         theirs[4..8].copy_from_slice(&7u32.to_be_bytes());
         // Only the header is needed to decide.
         let err = ours.handle_bytes(&theirs[..8]).err().unwrap();
-        assert!(matches!(err, HandshakeError::VersionMismatch { ours: 1, theirs: 7 }));
+        assert!(matches!(
+            err,
+            HandshakeError::VersionMismatch { ours: 1, theirs: 7 }
+        ));
         assert!(err.to_string().contains("version 7"), "{err}");
-        assert!(matches!(ours.handle_bytes(&theirs[8..]), Err(HandshakeError::Finished)));
+        assert!(matches!(
+            ours.handle_bytes(&theirs[8..]),
+            Err(HandshakeError::Finished)
+        ));
     }
 
     #[test]
@@ -545,7 +644,10 @@ mod tests {
 
         let mut hs = Handshake::new(&config(1, None), false, &mut rng);
         assert!(matches!(hs.handle_bytes(b"we"), Ok(None)));
-        assert!(matches!(hs.handle_bytes(b"x"), Err(HandshakeError::BadMagic { .. })));
+        assert!(matches!(
+            hs.handle_bytes(b"x"),
+            Err(HandshakeError::BadMagic { .. })
+        ));
     }
 
     #[test]
@@ -555,7 +657,10 @@ mod tests {
         let mut header = b"weft".to_vec();
         header.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
         header.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(hs.handle_bytes(&header), Err(HandshakeError::Oversized { .. })));
+        assert!(matches!(
+            hs.handle_bytes(&header),
+            Err(HandshakeError::Oversized { .. })
+        ));
     }
 
     #[test]
@@ -566,7 +671,10 @@ mod tests {
         frame.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
         frame.extend_from_slice(&3u32.to_be_bytes());
         frame.extend_from_slice(&[0xff, 0xff, 0xff]);
-        assert!(matches!(hs.handle_bytes(&frame), Err(HandshakeError::BadHello(_))));
+        assert!(matches!(
+            hs.handle_bytes(&frame),
+            Err(HandshakeError::BadHello(_))
+        ));
     }
 
     #[test]
@@ -587,6 +695,9 @@ mod tests {
         frame.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
         frame.extend_from_slice(&(hello.len() as u32).to_be_bytes());
         frame.extend_from_slice(&hello);
-        assert!(matches!(hs.handle_bytes(&frame), Err(HandshakeError::WeakKey)));
+        assert!(matches!(
+            hs.handle_bytes(&frame),
+            Err(HandshakeError::WeakKey)
+        ));
     }
 }

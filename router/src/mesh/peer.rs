@@ -26,7 +26,9 @@ pub enum PeerNameError {
         groups: usize,
     },
     /// One group is not exactly two hex digits.
-    #[error("peer name {input:?}: group {group:?} is not two hex digits (expected like aa:bb:cc:dd:ee:ff)")]
+    #[error(
+        "peer name {input:?}: group {group:?} is not two hex digits (expected like aa:bb:cc:dd:ee:ff)"
+    )]
     BadGroup {
         /// The rejected input.
         input: String,
@@ -61,7 +63,11 @@ impl PeerName {
 impl fmt::Display for PeerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0.to_be_bytes();
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[2], b[3], b[4], b[5], b[6], b[7])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[2], b[3], b[4], b[5], b[6], b[7]
+        )
     }
 }
 
@@ -71,14 +77,20 @@ impl FromStr for PeerName {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let groups: Vec<&str> = s.split(':').collect();
         if groups.len() != 6 {
-            return Err(PeerNameError::GroupCount { input: s.to_owned(), groups: groups.len() });
+            return Err(PeerNameError::GroupCount {
+                input: s.to_owned(),
+                groups: groups.len(),
+            });
         }
         let mut value = 0u64;
         for group in groups {
             let valid = group.len() == 2 && group.bytes().all(|c| c.is_ascii_hexdigit());
             let byte = u8::from_str_radix(group, 16).ok().filter(|_| valid);
             let Some(byte) = byte else {
-                return Err(PeerNameError::BadGroup { input: s.to_owned(), group: group.to_owned() });
+                return Err(PeerNameError::BadGroup {
+                    input: s.to_owned(),
+                    group: group.to_owned(),
+                });
             };
             value = value << 8 | u64::from(byte);
         }

@@ -46,9 +46,14 @@ impl Gossiper for GSet {
 
     fn merge(&mut self, _src: PeerName, update: &[u8]) -> Result<Option<Vec<u8>>, GossipError> {
         if !update.len().is_multiple_of(8) {
-            return Err(GossipError::new("gset payload is not a multiple of 8 bytes"));
+            return Err(GossipError::new(
+                "gset payload is not a multiple of 8 bytes",
+            ));
         }
-        let mut items = self.items.lock().map_err(|_| GossipError::new("poisoned"))?;
+        let mut items = self
+            .items
+            .lock()
+            .map_err(|_| GossipError::new("poisoned"))?;
         let mut news = BTreeSet::new();
         for chunk in update.chunks_exact(8) {
             let mut b = [0u8; 8];
@@ -62,7 +67,10 @@ impl Gossiper for GSet {
     }
 
     fn on_unicast(&mut self, src: PeerName, payload: &[u8]) -> Result<(), GossipError> {
-        let mut got = self.unicasts.lock().map_err(|_| GossipError::new("poisoned"))?;
+        let mut got = self
+            .unicasts
+            .lock()
+            .map_err(|_| GossipError::new("poisoned"))?;
         got.push((src, payload.to_vec()));
         Ok(())
     }
@@ -120,9 +128,11 @@ impl Sim {
             unicasts_delivered: 0,
         };
         for i in 0..n {
-            let listen: SocketAddr = format!("127.1.{}.{}:6783", i / 256, i % 256).parse().unwrap_or_else(|e| {
-                panic!("bad simulated address: {e}");
-            });
+            let listen: SocketAddr = format!("127.1.{}.{}:6783", i / 256, i % 256)
+                .parse()
+                .unwrap_or_else(|e| {
+                    panic!("bad simulated address: {e}");
+                });
             let info = PeerInfo {
                 name: PeerName::random(&mut sim.rng),
                 nickname: format!("peer{i}"),
@@ -131,7 +141,12 @@ impl Sim {
             };
             sim.by_addr.insert(listen.to_string(), i);
             let core = MeshCore::new(MeshConfig::new(info.clone()), 0, sim.rng.r#gen());
-            sim.peers.push(SimPeer { core, info, listen, gset: GSet::default() });
+            sim.peers.push(SimPeer {
+                core,
+                info,
+                listen,
+                gset: GSet::default(),
+            });
         }
         for i in 0..n {
             sim.start(i);
@@ -141,8 +156,12 @@ impl Sim {
 
     /// Registers the gset channel and dials the peer's user targets.
     fn start(&mut self, i: usize) {
-        let targets: Vec<String> =
-            self.links.iter().filter(|&&(_, b)| b == i).map(|&(a, _)| self.peers[a].listen.to_string()).collect();
+        let targets: Vec<String> = self
+            .links
+            .iter()
+            .filter(|&&(_, b)| b == i)
+            .map(|&(a, _)| self.peers[a].listen.to_string())
+            .collect();
         let gset = self.peers[i].gset.clone();
         let now = self.now;
         let core = &mut self.peers[i].core;
@@ -175,7 +194,9 @@ impl Sim {
         let j = match self.by_addr.get(addr) {
             Some(&j) if self.linked(i, j) => j,
             _ => {
-                self.peers[i].core.dial_failed(addr, "connection timed out".to_owned(), now);
+                self.peers[i]
+                    .core
+                    .dial_failed(addr, "connection timed out".to_owned(), now);
                 return;
             }
         };
@@ -184,17 +205,48 @@ impl Sim {
         self.next_port = self.next_port.checked_add(1).unwrap_or(40_000);
         let mut ephemeral = self.peers[i].listen;
         ephemeral.set_port(self.next_port);
-        let (info_i, info_j, listen_j) =
-            (self.peers[i].core.local().clone(), self.peers[j].core.local().clone(), self.peers[j].listen);
-        let up_i = self.peers[i].core.connection_up(ci, info_j, listen_j, true, Some(addr.to_owned()), false, now);
-        let up_j = self.peers[j].core.connection_up(cj, info_i, ephemeral, false, None, false, now);
+        let (info_i, info_j, listen_j) = (
+            self.peers[i].core.local().clone(),
+            self.peers[j].core.local().clone(),
+            self.peers[j].listen,
+        );
+        let up_i = self.peers[i].core.connection_up(
+            ci,
+            info_j,
+            listen_j,
+            true,
+            Some(addr.to_owned()),
+            false,
+            now,
+        );
+        let up_j = self.peers[j]
+            .core
+            .connection_up(cj, info_i, ephemeral, false, None, false, now);
         match (up_i, up_j) {
             (Ok(()), Ok(())) => {
-                self.ends.insert(ci, End { owner: i, other: j, other_conn: cj });
-                self.ends.insert(cj, End { owner: j, other: i, other_conn: ci });
+                self.ends.insert(
+                    ci,
+                    End {
+                        owner: i,
+                        other: j,
+                        other_conn: cj,
+                    },
+                );
+                self.ends.insert(
+                    cj,
+                    End {
+                        owner: j,
+                        other: i,
+                        other_conn: ci,
+                    },
+                );
             }
-            (Ok(()), Err(_)) => self.peers[i].core.connection_down(ci, "closed by peer", now),
-            (Err(_), Ok(())) => self.peers[j].core.connection_down(cj, "closed by peer", now),
+            (Ok(()), Err(_)) => self.peers[i]
+                .core
+                .connection_down(ci, "closed by peer", now),
+            (Err(_), Ok(())) => self.peers[j]
+                .core
+                .connection_down(cj, "closed by peer", now),
             (Err(_), Err(_)) => {}
         }
         self.drain(j);
@@ -207,7 +259,9 @@ impl Sim {
         };
         self.ends.remove(&end.other_conn);
         let now = self.now;
-        self.peers[end.other].core.connection_down(end.other_conn, reason, now);
+        self.peers[end.other]
+            .core
+            .connection_down(end.other_conn, reason, now);
         self.drain(end.other);
     }
 
@@ -218,8 +272,12 @@ impl Sim {
         };
         self.ends.remove(&end.other_conn);
         let now = self.now;
-        self.peers[end.owner].core.connection_down(conn, "link down", now);
-        self.peers[end.other].core.connection_down(end.other_conn, "link down", now);
+        self.peers[end.owner]
+            .core
+            .connection_down(conn, "link down", now);
+        self.peers[end.other]
+            .core
+            .connection_down(end.other_conn, "link down", now);
         self.drain(end.owner);
         self.drain(end.other);
     }
@@ -249,7 +307,11 @@ impl Sim {
     fn run_until(&mut self, until: u64) {
         loop {
             self.settle();
-            let next = self.peers.iter().filter_map(|p| p.core.poll_timeout()).min();
+            let next = self
+                .peers
+                .iter()
+                .filter_map(|p| p.core.poll_timeout())
+                .min();
             match next {
                 Some(t) if t <= until => self.now = self.now.max(t),
                 _ => {
@@ -284,8 +346,12 @@ impl Sim {
     /// across groups break.
     fn partition(&mut self, group: Vec<usize>) {
         self.group = group;
-        let crossing: Vec<ConnId> =
-            self.ends.iter().filter(|(_, e)| self.group[e.owner] != self.group[e.other]).map(|(&c, _)| c).collect();
+        let crossing: Vec<ConnId> = self
+            .ends
+            .iter()
+            .filter(|(_, e)| self.group[e.owner] != self.group[e.other])
+            .map(|(&c, _)| c)
+            .collect();
         for conn in crossing {
             self.cut(conn);
         }
@@ -294,16 +360,26 @@ impl Sim {
     /// Kills peer `i` and starts a new incarnation of it (same name and
     /// address, new UID, empty state).
     fn restart(&mut self, i: usize) {
-        let own: Vec<ConnId> = self.ends.iter().filter(|(_, e)| e.owner == i).map(|(&c, _)| c).collect();
+        let own: Vec<ConnId> = self
+            .ends
+            .iter()
+            .filter(|(_, e)| e.owner == i)
+            .map(|(&c, _)| c)
+            .collect();
         for conn in own {
             if let Some(end) = self.ends.remove(&conn) {
                 self.ends.remove(&end.other_conn);
                 let now = self.now;
-                self.peers[end.other].core.connection_down(end.other_conn, "connection reset", now);
+                self.peers[end.other]
+                    .core
+                    .connection_down(end.other_conn, "connection reset", now);
                 self.drain(end.other);
             }
         }
-        let info = PeerInfo { uid: new_uid(self.now, &mut self.rng), ..self.peers[i].info.clone() };
+        let info = PeerInfo {
+            uid: new_uid(self.now, &mut self.rng),
+            ..self.peers[i].info.clone()
+        };
         let seed = self.rng.r#gen();
         self.peers[i].core = MeshCore::new(MeshConfig::new(info.clone()), self.now, seed);
         self.peers[i].info = info;
@@ -318,13 +394,22 @@ impl Sim {
             .iter()
             .map(|&m| {
                 let own = self.peers[m].core.status();
-                let me = own.peers.iter().find(|p| p.name == own.local.name).map(|p| (p.uid, p.version));
+                let me = own
+                    .peers
+                    .iter()
+                    .find(|p| p.name == own.local.name)
+                    .map(|p| (p.uid, p.version));
                 (own.local.name, me.unwrap_or_default())
             })
             .collect();
         members.iter().all(|&m| {
-            let got: BTreeMap<PeerName, (u64, u64)> =
-                self.peers[m].core.status().peers.iter().map(|p| (p.name, (p.uid, p.version))).collect();
+            let got: BTreeMap<PeerName, (u64, u64)> = self.peers[m]
+                .core
+                .status()
+                .peers
+                .iter()
+                .map(|p| (p.name, (p.uid, p.version)))
+                .collect();
             got == want
         })
     }
@@ -337,7 +422,9 @@ impl Sim {
         if let Ok(mut items) = self.peers[i].gset.items.lock() {
             items.insert(item);
         }
-        self.peers[i].core.gossip_update(GSET, item.to_be_bytes().to_vec());
+        self.peers[i]
+            .core
+            .gossip_update(GSET, item.to_be_bytes().to_vec());
     }
 
     fn sets_equal(&self, members: &[usize], want: &BTreeSet<u64>) -> bool {
@@ -370,12 +457,19 @@ fn hundred_peers_in_a_sparse_mesh_converge() {
     let mut sim = Sim::new(100, links, 1);
     let all = sim.all();
     let t = sim.run_until_true(120_000, |s| s.converged(&all));
-    assert!(t.is_some(), "100 peers did not converge within 120 s of simulated time");
+    assert!(
+        t.is_some(),
+        "100 peers did not converge within 120 s of simulated time"
+    );
     for p in &sim.peers {
         assert_eq!(p.core.status().peers.len(), 100);
     }
     // Connections stay within the simulated links: discovery dials elsewhere fail.
-    let conns: usize = sim.peers.iter().map(|p| p.core.status().connections.len()).sum();
+    let conns: usize = sim
+        .peers
+        .iter()
+        .map(|p| p.core.status().connections.len())
+        .sum();
     assert_eq!(conns, 2 * sim.links.len());
 }
 
@@ -388,19 +482,29 @@ fn partitioned_halves_converge_apart_then_together() {
     links.extend([(0, 25), (3, 30), (10, 40)]);
     let mut sim = Sim::new(50, links, 2);
     let all = sim.all();
-    assert!(sim.run_until_true(60_000, |s| s.converged(&all)).is_some(), "no initial convergence");
+    assert!(
+        sim.run_until_true(60_000, |s| s.converged(&all)).is_some(),
+        "no initial convergence"
+    );
 
     sim.partition((0..50).map(|i| usize::from(i >= 25)).collect());
     let split = sim.run_until_true(60_000, |s| s.converged(&left) && s.converged(&right));
     assert!(split.is_some(), "halves did not converge to themselves");
     for &i in &left {
-        assert_eq!(sim.peers[i].core.status().peers.len(), 25, "peer {i} kept unreachable peers");
+        assert_eq!(
+            sim.peers[i].core.status().peers.len(),
+            25,
+            "peer {i} kept unreachable peers"
+        );
     }
 
     sim.partition(vec![0; 50]);
     // Redials back off up to 30 s (+ jitter), so allow a few periods.
     let healed = sim.run_until_true(120_000, |s| s.converged(&all));
-    assert!(healed.is_some(), "mesh did not re-converge after the partition healed");
+    assert!(
+        healed.is_some(),
+        "mesh did not re-converge after the partition healed"
+    );
 }
 
 #[test]
@@ -412,17 +516,30 @@ fn restarted_peer_replaces_its_old_incarnation_everywhere() {
     assert!(sim.run_until_true(60_000, |s| s.converged(&all)).is_some());
     let name = sim.peers[7].info.name;
     let old_uid = sim.peers[7].info.uid;
-    let old_version = sim.peers[0].core.status().peers.iter().find(|p| p.name == name).map(|p| p.version);
+    let old_version = sim.peers[0]
+        .core
+        .status()
+        .peers
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| p.version);
 
     sim.run_until(sim.now + 1_000);
     sim.restart(7);
     let new_uid = sim.peers[7].info.uid;
     assert!(new_uid > old_uid);
-    assert!(sim.run_until_true(120_000, |s| s.converged(&all)).is_some(), "no convergence after restart");
+    assert!(
+        sim.run_until_true(120_000, |s| s.converged(&all)).is_some(),
+        "no convergence after restart"
+    );
     for p in &sim.peers {
         let entry = p.core.status().peers.into_iter().find(|e| e.name == name);
         let entry = entry.unwrap_or_else(|| panic!("{} lost the restarted peer", p.info.nickname));
-        assert_eq!(entry.uid, new_uid, "{} still has the old incarnation", p.info.nickname);
+        assert_eq!(
+            entry.uid, new_uid,
+            "{} still has the old incarnation",
+            p.info.nickname
+        );
     }
     // The new incarnation started again from a low version, yet won.
     assert!(old_version.is_some());
@@ -442,7 +559,11 @@ fn gossip_channel_converges_including_after_a_partition() {
         sim.add_item(i, i as u64);
     }
     let first: BTreeSet<u64> = (0..30).collect();
-    assert!(sim.run_until_true(30_000, |s| s.sets_equal(&all, &first)).is_some(), "gset did not converge");
+    assert!(
+        sim.run_until_true(30_000, |s| s.sets_equal(&all, &first))
+            .is_some(),
+        "gset did not converge"
+    );
 
     sim.partition((0..30).map(|i| usize::from(i >= 15)).collect());
     sim.run_until(sim.now + 2_000);
@@ -452,12 +573,21 @@ fn gossip_channel_converges_including_after_a_partition() {
     left_set.insert(1_000);
     let mut right_set = first.clone();
     right_set.insert(2_000);
-    let split = sim.run_until_true(30_000, |s| s.sets_equal(&left, &left_set) && s.sets_equal(&right, &right_set));
-    assert!(split.is_some(), "each side should hold exactly its own additions");
+    let split = sim.run_until_true(30_000, |s| {
+        s.sets_equal(&left, &left_set) && s.sets_equal(&right, &right_set)
+    });
+    assert!(
+        split.is_some(),
+        "each side should hold exactly its own additions"
+    );
 
     sim.partition(vec![0; 30]);
     let union: BTreeSet<u64> = left_set.union(&right_set).copied().collect();
-    assert!(sim.run_until_true(120_000, |s| s.sets_equal(&all, &union)).is_some(), "gset did not heal");
+    assert!(
+        sim.run_until_true(120_000, |s| s.sets_equal(&all, &union))
+            .is_some(),
+        "gset did not heal"
+    );
 }
 
 #[test]
@@ -468,17 +598,43 @@ fn unicast_is_relayed_over_four_hops() {
     let all = sim.all();
     assert!(sim.run_until_true(60_000, |s| s.converged(&all)).is_some());
     let dst = sim.peers[4].info.name;
-    assert!(sim.peers[0].core.status().connections.iter().all(|c| c.name != dst));
+    assert!(
+        sim.peers[0]
+            .core
+            .status()
+            .connections
+            .iter()
+            .all(|c| c.name != dst)
+    );
 
     let before = sim.unicasts_delivered;
-    assert!(sim.peers[0].core.send_unicast(dst, GSET, b"hello".to_vec()).is_ok());
+    assert!(
+        sim.peers[0]
+            .core
+            .send_unicast(dst, GSET, b"hello".to_vec())
+            .is_ok()
+    );
     sim.settle();
-    assert_eq!(sim.unicasts_delivered - before, 4, "expected one delivery per hop");
-    let got = sim.peers[4].gset.unicasts.lock().map(|u| u.clone()).unwrap_or_default();
+    assert_eq!(
+        sim.unicasts_delivered - before,
+        4,
+        "expected one delivery per hop"
+    );
+    let got = sim.peers[4]
+        .gset
+        .unicasts
+        .lock()
+        .map(|u| u.clone())
+        .unwrap_or_default();
     assert_eq!(got, vec![(sim.peers[0].info.name, b"hello".to_vec())]);
 
     // Once peer 4 is gone and collected, it is unreachable.
     sim.partition(vec![0, 0, 0, 0, 1]);
     sim.run_until(sim.now + 1_000);
-    assert!(sim.peers[0].core.send_unicast(dst, GSET, b"again".to_vec()).is_err());
+    assert!(
+        sim.peers[0]
+            .core
+            .send_unicast(dst, GSET, b"again".to_vec())
+            .is_err()
+    );
 }

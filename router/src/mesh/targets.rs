@@ -72,7 +72,11 @@ pub(super) struct Targets {
 
 impl Targets {
     pub(super) fn new(initial_backoff: u64, max_backoff: u64) -> Targets {
-        Targets { map: BTreeMap::new(), initial_backoff, max_backoff: max_backoff.max(initial_backoff) }
+        Targets {
+            map: BTreeMap::new(),
+            initial_backoff,
+            max_backoff: max_backoff.max(initial_backoff),
+        }
     }
 
     fn fresh(&self, now: u64) -> Target {
@@ -140,7 +144,9 @@ impl Targets {
 
     fn prune(&mut self) {
         self.map.retain(|_, t| {
-            t.user || t.discovered || matches!(t.state, TargetState::Connecting | TargetState::Connected)
+            t.user
+                || t.discovered
+                || matches!(t.state, TargetState::Connecting | TargetState::Connected)
         });
     }
 
@@ -160,7 +166,11 @@ impl Targets {
 
     /// The earliest pending retry.
     pub(super) fn next_due(&self) -> Option<u64> {
-        self.map.values().filter(|t| t.state == TargetState::Retry).filter_map(|t| t.next_attempt).min()
+        self.map
+            .values()
+            .filter(|t| t.state == TargetState::Retry)
+            .filter_map(|t| t.next_attempt)
+            .min()
     }
 
     fn schedule_retry(&mut self, addr: &str, reason: String, now: u64, rng: &mut impl Rng) {

@@ -81,7 +81,8 @@ impl PeerEntry {
 
     fn from_record(r: PeerRecord) -> Result<PeerEntry, TopologyError> {
         let name = PeerName::from_u64(r.name)?;
-        let listen_port = u16::try_from(r.listen_port).map_err(|_| TopologyError::BadPort(r.listen_port))?;
+        let listen_port =
+            u16::try_from(r.listen_port).map_err(|_| TopologyError::BadPort(r.listen_port))?;
         let mut connections = Vec::with_capacity(r.connections.len());
         for c in r.connections {
             connections.push(ConnSummary {
@@ -92,7 +93,12 @@ impl PeerEntry {
             });
         }
         Ok(PeerEntry {
-            info: PeerInfo { name, nickname: r.nickname, uid: r.uid, listen_port },
+            info: PeerInfo {
+                name,
+                nickname: r.nickname,
+                uid: r.uid,
+                listen_port,
+            },
             version: r.version,
             connections: normalize(name, connections),
         })
@@ -100,7 +106,10 @@ impl PeerEntry {
 
     /// The connection to `name`, if announced.
     pub fn connection_to(&self, name: PeerName) -> Option<&ConnSummary> {
-        self.connections.binary_search_by_key(&name, |c| c.name).ok().map(|i| &self.connections[i])
+        self.connections
+            .binary_search_by_key(&name, |c| c.name)
+            .ok()
+            .map(|i| &self.connections[i])
     }
 }
 
@@ -133,8 +142,15 @@ impl Topology {
     /// A table that knows only us, at version 1 with no connections.
     pub fn new(local: PeerInfo) -> Topology {
         let name = local.name;
-        let entry = PeerEntry { info: local, version: 1, connections: Vec::new() };
-        Topology { local: name, peers: BTreeMap::from([(name, entry)]) }
+        let entry = PeerEntry {
+            info: local,
+            version: 1,
+            connections: Vec::new(),
+        };
+        Topology {
+            local: name,
+            peers: BTreeMap::from([(name, entry)]),
+        }
     }
 
     /// Our own entry.
@@ -170,18 +186,31 @@ impl Topology {
 
     /// Encodes every entry (full state).
     pub fn encode_all(&self) -> Vec<u8> {
-        TopologyUpdate { peers: self.peers.values().map(PeerEntry::to_record).collect() }.encode_to_vec()
+        TopologyUpdate {
+            peers: self.peers.values().map(PeerEntry::to_record).collect(),
+        }
+        .encode_to_vec()
     }
 
     /// Encodes the entries of `names` that we know (an update).
     pub fn encode(&self, names: &[PeerName]) -> Vec<u8> {
-        TopologyUpdate { peers: names.iter().filter_map(|n| self.peers.get(n)).map(PeerEntry::to_record).collect() }
-            .encode_to_vec()
+        TopologyUpdate {
+            peers: names
+                .iter()
+                .filter_map(|n| self.peers.get(n))
+                .map(PeerEntry::to_record)
+                .collect(),
+        }
+        .encode_to_vec()
     }
 
     /// Decodes a payload into entries.
     pub fn decode(bytes: &[u8]) -> Result<Vec<PeerEntry>, TopologyError> {
-        TopologyUpdate::decode(bytes)?.peers.into_iter().map(PeerEntry::from_record).collect()
+        TopologyUpdate::decode(bytes)?
+            .peers
+            .into_iter()
+            .map(PeerEntry::from_record)
+            .collect()
     }
 
     /// Decodes and merges a gossiped payload.
@@ -246,7 +275,12 @@ impl Topology {
                 }
             }
         }
-        let removed: Vec<PeerName> = self.peers.keys().filter(|n| !reached.contains(n)).copied().collect();
+        let removed: Vec<PeerName> = self
+            .peers
+            .keys()
+            .filter(|n| !reached.contains(n))
+            .copied()
+            .collect();
         for name in &removed {
             self.peers.remove(name);
         }
@@ -256,7 +290,11 @@ impl Topology {
     /// Whether `a` and `b` both announce an established connection to each other.
     fn symmetric(&self, a: &PeerEntry, b: PeerName) -> bool {
         a.connection_to(b).is_some_and(|c| c.established)
-            && self.peers.get(&b).and_then(|e| e.connection_to(a.info.name)).is_some_and(|c| c.established)
+            && self
+                .peers
+                .get(&b)
+                .and_then(|e| e.connection_to(a.info.name))
+                .is_some_and(|c| c.established)
     }
 
     /// Next hop for every reachable peer: breadth-first over established,
@@ -277,8 +315,11 @@ impl Topology {
                         continue;
                     }
                     seen.insert(conn.name);
-                    let hop =
-                        if *name == self.local { conn.name } else { next_hop.get(name).copied().unwrap_or(conn.name) };
+                    let hop = if *name == self.local {
+                        conn.name
+                    } else {
+                        next_hop.get(name).copied().unwrap_or(conn.name)
+                    };
                     next_hop.insert(conn.name, hop);
                     next_level.push(conn.name);
                 }
@@ -296,15 +337,29 @@ mod tests {
     use proptest::prelude::*;
 
     fn info(name: u64, uid: u64) -> PeerInfo {
-        PeerInfo { name: PeerName(name), nickname: format!("n{name}"), uid, listen_port: 6783 }
+        PeerInfo {
+            name: PeerName(name),
+            nickname: format!("n{name}"),
+            uid,
+            listen_port: 6783,
+        }
     }
 
     fn conn(name: u64) -> ConnSummary {
-        ConnSummary { name: PeerName(name), address: format!("127.0.0.{name}:6783"), outbound: true, established: true }
+        ConnSummary {
+            name: PeerName(name),
+            address: format!("127.0.0.{name}:6783"),
+            outbound: true,
+            established: true,
+        }
     }
 
     fn entry(name: u64, uid: u64, version: u64, conns: &[u64]) -> PeerEntry {
-        PeerEntry { info: info(name, uid), version, connections: conns.iter().map(|&c| conn(c)).collect() }
+        PeerEntry {
+            info: info(name, uid),
+            version,
+            connections: conns.iter().map(|&c| conn(c)).collect(),
+        }
     }
 
     /// A table for peer 1 holding `entries` (peer 1's own connections set from its entry).
@@ -322,13 +377,27 @@ mod tests {
     #[test]
     fn newer_version_and_newer_uid_win() {
         let mut t = table(vec![entry(2, 5, 3, &[1])]);
-        assert!(t.merge_entries(vec![entry(2, 5, 2, &[])]).improved.is_empty());
-        assert_eq!(t.merge_entries(vec![entry(2, 5, 4, &[])]).improved, vec![PeerName(2)]);
+        assert!(
+            t.merge_entries(vec![entry(2, 5, 2, &[])])
+                .improved
+                .is_empty()
+        );
+        assert_eq!(
+            t.merge_entries(vec![entry(2, 5, 4, &[])]).improved,
+            vec![PeerName(2)]
+        );
         // A restarted incarnation (larger uid) wins even at version 1.
-        assert_eq!(t.merge_entries(vec![entry(2, 6, 1, &[])]).improved, vec![PeerName(2)]);
+        assert_eq!(
+            t.merge_entries(vec![entry(2, 6, 1, &[])]).improved,
+            vec![PeerName(2)]
+        );
         assert_eq!(t.get(PeerName(2)).unwrap().info.uid, 6);
         // The old incarnation never comes back.
-        assert!(t.merge_entries(vec![entry(2, 5, 99, &[])]).improved.is_empty());
+        assert!(
+            t.merge_entries(vec![entry(2, 5, 99, &[])])
+                .improved
+                .is_empty()
+        );
     }
 
     #[test]
@@ -348,10 +417,21 @@ mod tests {
         let t = table(vec![entry(1, 1, 2, &[2]), entry(2, 3, 4, &[1, 3])]);
         let decoded = Topology::decode(&t.encode_all()).unwrap();
         assert_eq!(decoded, t.entries().cloned().collect::<Vec<_>>());
-        assert_eq!(Topology::decode(&t.encode(&[PeerName(2)])).unwrap().len(), 1);
+        assert_eq!(
+            Topology::decode(&t.encode(&[PeerName(2)])).unwrap().len(),
+            1
+        );
         assert!(Topology::decode(&[0xff, 0xff]).is_err());
-        let wide = TopologyUpdate { peers: vec![PeerRecord { name: 1 << 50, ..Default::default() }] };
-        assert!(matches!(Topology::decode(&wide.encode_to_vec()), Err(TopologyError::BadName(_))));
+        let wide = TopologyUpdate {
+            peers: vec![PeerRecord {
+                name: 1 << 50,
+                ..Default::default()
+            }],
+        };
+        assert!(matches!(
+            Topology::decode(&wide.encode_to_vec()),
+            Err(TopologyError::BadName(_))
+        ));
     }
 
     #[test]
@@ -407,10 +487,18 @@ mod tests {
             prop::collection::vec((1u64..6, any::<bool>()), 0..4),
         )
             .prop_map(|(name, uid, version, nick, conns)| {
-                let connections =
-                    conns.into_iter().map(|(c, est)| ConnSummary { established: est, ..conn(c) }).collect();
+                let connections = conns
+                    .into_iter()
+                    .map(|(c, est)| ConnSummary {
+                        established: est,
+                        ..conn(c)
+                    })
+                    .collect();
                 PeerEntry {
-                    info: PeerInfo { nickname: nick.to_owned(), ..info(name, uid) },
+                    info: PeerInfo {
+                        nickname: nick.to_owned(),
+                        ..info(name, uid)
+                    },
                     version,
                     connections: normalize(PeerName(name), connections),
                 }

@@ -24,7 +24,12 @@ pub struct MeshMessage {
 impl MeshMessage {
     /// A gossip message (full state or update) for `channel`.
     pub fn gossip(channel: &str, payload: Vec<u8>) -> MeshMessage {
-        MeshMessage { body: Some(Body::Gossip(Gossip { channel: channel.to_owned(), payload })) }
+        MeshMessage {
+            body: Some(Body::Gossip(Gossip {
+                channel: channel.to_owned(),
+                payload,
+            })),
+        }
     }
 }
 
