@@ -8,6 +8,7 @@ pub mod chunk;
 pub mod head;
 pub mod index;
 pub mod labels;
+pub mod promql;
 pub mod remote_write;
 pub mod storage;
 pub mod tenant;
