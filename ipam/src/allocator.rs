@@ -304,8 +304,17 @@ impl Allocator {
         self.request(owner, Want::Exact(from_ip(addr)), deadline)
     }
 
-    fn request(&mut self, owner: &str, want: Want, deadline: Option<Duration>) -> Result<Allocation> {
-        if let Some(p) = self.pending.iter().find(|p| p.owner == owner && p.want == want) {
+    fn request(
+        &mut self,
+        owner: &str,
+        want: Want,
+        deadline: Option<Duration>,
+    ) -> Result<Allocation> {
+        if let Some(p) = self
+            .pending
+            .iter()
+            .find(|p| p.owner == owner && p.want == want)
+        {
             return Ok(Allocation::Pending(p.id));
         }
         if self.ring.is_ready() {
@@ -344,13 +353,17 @@ impl Allocator {
     pub fn free_owner(&mut self, owner: &str, now: Duration) -> Vec<Ipv4Addr> {
         self.now = now;
         let freed = self.space.remove_owner(owner);
-        let (cancelled, kept): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.pending).into_iter().partition(|p| p.owner == owner);
+        let (cancelled, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.owner == owner);
         self.pending = kept;
         for p in cancelled {
-            self.fail(p, IpamError::Cancelled {
-                owner: owner.to_string(),
-            });
+            self.fail(
+                p,
+                IpamError::Cancelled {
+                    owner: owner.to_string(),
+                },
+            );
         }
         self.settle();
         freed.into_iter().map(to_ip).collect()
@@ -513,7 +526,11 @@ impl Allocator {
                 if !granted {
                     self.refused.insert((key, src), now + ASK_BACKOFF);
                 }
-                self.apply_gossip(src, &gossip).map(|_| ())
+                // Pass the donor's news on: if the donor dies now, the mesh still learns it.
+                if self.apply_gossip(src, &gossip)? {
+                    self.broadcast_due = true;
+                }
+                Ok(())
             }
         }
     }
@@ -534,7 +551,9 @@ impl Allocator {
                 .into_iter()
                 .filter_map(|(s, e)| {
                     let (s, e) = (s.max(start), e.min(end));
-                    (s < e).then(|| self.space.largest_free_run_in(s, e)).flatten()
+                    (s < e)
+                        .then(|| self.space.largest_free_run_in(s, e))
+                        .flatten()
                 })
                 .max_by_key(|(s, e)| (e - s, Reverse(*s)));
             if let Some((s, e)) = best {
@@ -786,7 +805,10 @@ impl Allocator {
                 format!("no free address in {subnet} on this peer and no peer donated space")
             }
             Want::Exact(addr) => match self.ring.owner_of(addr) {
-                Some(p) => format!("address {} belongs to peer {p}, which did not answer", to_ip(addr)),
+                Some(p) => format!(
+                    "address {} belongs to peer {p}, which did not answer",
+                    to_ip(addr)
+                ),
                 None => format!("address {} has no owner", to_ip(addr)),
             },
         }
@@ -795,7 +817,11 @@ impl Allocator {
     /// Recomputes the free counts this peer reports for its own segments.
     fn refresh_free(&mut self) {
         let me = self.me();
-        let segments: Vec<(u64, u64)> = self.ring.segments_of(me).map(|s| (s.start, s.end)).collect();
+        let segments: Vec<(u64, u64)> = self
+            .ring
+            .segments_of(me)
+            .map(|s| (s.start, s.end))
+            .collect();
         for (start, end) in segments {
             let free = (end - start) - self.space.count_in(start, end);
             self.ring.set_free(me, start, free);
@@ -893,7 +919,10 @@ impl Allocator {
                         self.space.insert(addr, owner);
                         Ok(Some(addr))
                     }
-                    Some(p) if self.refused.contains_key(&(want.key(), p)) && !self.unreachable.contains(&p) => {
+                    Some(p)
+                        if self.refused.contains_key(&(want.key(), p))
+                            && !self.unreachable.contains(&p) =>
+                    {
                         Err(IpamError::OwnedByOtherPeer {
                             addr: to_ip(addr),
                             peer: p,

@@ -151,11 +151,17 @@ mod tests {
         let err = |s: &str| s.parse::<Cidr>().map_err(|e| e.to_string());
         assert_eq!(
             err("10.32.0.0/33"),
-            Err("10.32.0.0/33 is not a valid CIDR: expected an IPv4 network such as 10.32.0.0/12".into())
+            Err(
+                "10.32.0.0/33 is not a valid CIDR: expected an IPv4 network such as 10.32.0.0/12"
+                    .into()
+            )
         );
         assert_eq!(
             err("10.32.0.0"),
-            Err("10.32.0.0 is not a valid CIDR: expected an IPv4 network such as 10.32.0.0/12".into())
+            Err(
+                "10.32.0.0 is not a valid CIDR: expected an IPv4 network such as 10.32.0.0/12"
+                    .into()
+            )
         );
         assert_eq!(
             err("10.32.0.1/12"),

@@ -118,9 +118,14 @@ mod tests {
         assert_eq!("observer".parse(), Ok(InitMode::Observer));
         assert_eq!(
             "seed=aa:bb:cc:dd:ee:01,aa:bb:cc:dd:ee:02".parse(),
-            Ok(InitMode::Seed(vec![PeerId(0xaabb_ccdd_ee01), PeerId(0xaabb_ccdd_ee02)]))
+            Ok(InitMode::Seed(vec![
+                PeerId(0xaabb_ccdd_ee01),
+                PeerId(0xaabb_ccdd_ee02)
+            ]))
         );
-        let m: InitMode = "seed=aa:bb:cc:dd:ee:01,aa:bb:cc:dd:ee:02".parse().expect("valid");
+        let m: InitMode = "seed=aa:bb:cc:dd:ee:01,aa:bb:cc:dd:ee:02"
+            .parse()
+            .expect("valid");
         assert_eq!(m.to_string(), "seed=aa:bb:cc:dd:ee:01,aa:bb:cc:dd:ee:02");
     }
 

@@ -70,7 +70,9 @@ pub enum IpamError {
         addr: Ipv4Addr,
     },
     /// A claim of an address that another owner holds on this peer.
-    #[error("address {addr} is already allocated to '{holder}'; free it first or claim another address")]
+    #[error(
+        "address {addr} is already allocated to '{holder}'; free it first or claim another address"
+    )]
     AddressInUse {
         /// The address.
         addr: Ipv4Addr,
@@ -78,7 +80,9 @@ pub enum IpamError {
         holder: String,
     },
     /// A claim of an address owned by another peer, which refused to hand it over.
-    #[error("address {addr} belongs to peer {peer}, which has it in use; claim it on that peer or pick another")]
+    #[error(
+        "address {addr} belongs to peer {peer}, which has it in use; claim it on that peer or pick another"
+    )]
     OwnedByOtherPeer {
         /// The address.
         addr: Ipv4Addr,
@@ -105,7 +109,9 @@ pub enum IpamError {
     #[error("request {0} is not pending")]
     UnknownRequest(u64),
     /// An operation on a peer that handed its space away with `reset`.
-    #[error("this peer has left the ring (reset); remove its IPAM data and start it again to rejoin")]
+    #[error(
+        "this peer has left the ring (reset); remove its IPAM data and start it again to rejoin"
+    )]
     Left,
     /// An operation on a peer whose space was taken over by `rmpeer` elsewhere.
     #[error(
@@ -133,7 +139,9 @@ pub enum IpamError {
     #[error("the IPAM ring is not ready yet; run `weft prime` or wait for consensus")]
     NotReady,
     /// `reset` with nobody to hand the space to.
-    #[error("reset refused: no reachable peer to hand this peer's space to; its addresses would be lost")]
+    #[error(
+        "reset refused: no reachable peer to hand this peer's space to; its addresses would be lost"
+    )]
     NoHeir,
     /// `reset` towards a peer that cannot take the space.
     #[error("reset refused: peer {0} is unknown, unreachable or removed")]
@@ -142,7 +150,9 @@ pub enum IpamError {
     #[error("not weft IPAM data: {0}")]
     Corrupt(String),
     /// Bytes written by a newer (or unknown) format version.
-    #[error("IPAM data has format version {found}, this build reads version {supported}; upgrade weft")]
+    #[error(
+        "IPAM data has format version {found}, this build reads version {supported}; upgrade weft"
+    )]
     UnsupportedVersion {
         /// The version in the bytes.
         found: u8,
@@ -158,7 +168,9 @@ pub enum IpamError {
         found: &'static str,
     },
     /// State from a peer whose ring covers another range.
-    #[error("peer's ring covers {theirs} but ours covers {ours}: all peers need the same --ipalloc-range")]
+    #[error(
+        "peer's ring covers {theirs} but ours covers {ours}: all peers need the same --ipalloc-range"
+    )]
     DifferentRange {
         /// Our range.
         ours: Cidr,
@@ -176,7 +188,9 @@ pub enum IpamError {
         theirs: String,
     },
     /// Persisted state of another peer.
-    #[error("persisted IPAM state belongs to peer {found}, not to this peer {ours}; use the right data dir")]
+    #[error(
+        "persisted IPAM state belongs to peer {found}, not to this peer {ours}; use the right data dir"
+    )]
     WrongPeer {
         /// Our name.
         ours: PeerId,

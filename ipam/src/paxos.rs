@@ -143,7 +143,10 @@ impl Paxos {
                     .max_by_key(|c| c.accepted);
                 let (origin, value) = match best {
                     Some(c) => (c.origin, c.value.clone()),
-                    None => (ours.promise, self.knows.keys().copied().chain([self.me]).collect()),
+                    None => (
+                        ours.promise,
+                        self.knows.keys().copied().chain([self.me]).collect(),
+                    ),
                 };
                 ours.accepted = ours.promise;
                 ours.origin = origin;
@@ -154,7 +157,9 @@ impl Paxos {
         if let Some(c) = self
             .knows
             .iter()
-            .find(|(node, c)| **node != self.me && c.accepted == ours.promise && c.accepted.is_some())
+            .find(|(node, c)| {
+                **node != self.me && c.accepted == ours.promise && c.accepted.is_some()
+            })
             .map(|(_, c)| c.clone())
             && ours.accepted < c.accepted
         {
@@ -216,7 +221,10 @@ mod tests {
         let chosen: Vec<_> = nodes.iter().map(|n| n.consensus(2)).collect();
         let first = chosen[0].clone().expect("consensus reached");
         assert!(first.len() >= 2, "value holds at least a quorum: {first:?}");
-        assert!(chosen.iter().all(|c| c.as_ref() == Some(&first)), "{chosen:?}");
+        assert!(
+            chosen.iter().all(|c| c.as_ref() == Some(&first)),
+            "{chosen:?}"
+        );
     }
 
     #[test]

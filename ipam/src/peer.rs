@@ -37,10 +37,13 @@ impl FromStr for PeerId {
         } else {
             s.to_string()
         };
-        if digits.is_empty() || digits.len() > 12 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        if digits.is_empty() || digits.len() > 12 || !digits.chars().all(|c| c.is_ascii_hexdigit())
+        {
             return Err(bad());
         }
-        u64::from_str_radix(&digits, 16).map(PeerId).map_err(|_| bad())
+        u64::from_str_radix(&digits, 16)
+            .map(PeerId)
+            .map_err(|_| bad())
     }
 }
 
@@ -59,7 +62,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        for bad in ["", "zz:zz:zz:zz:zz:zz", "aa:bb", "1234567890abc", "aa::bb:cc:dd:ee", "g"] {
+        for bad in [
+            "",
+            "zz:zz:zz:zz:zz:zz",
+            "aa:bb",
+            "1234567890abc",
+            "aa::bb:cc:dd:ee",
+            "g",
+        ] {
             assert_eq!(
                 bad.parse::<PeerId>(),
                 Err(IpamError::InvalidPeerName {

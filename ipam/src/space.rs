@@ -12,7 +12,10 @@ pub(crate) struct Space {
 impl Space {
     pub(crate) fn insert(&mut self, addr: u64, owner: &str) {
         self.by_addr.insert(addr, owner.to_string());
-        self.by_owner.entry(owner.to_string()).or_default().insert(addr);
+        self.by_owner
+            .entry(owner.to_string())
+            .or_default()
+            .insert(addr);
     }
 
     pub(crate) fn remove(&mut self, addr: u64) -> Option<String> {

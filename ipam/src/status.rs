@@ -55,7 +55,11 @@ impl fmt::Display for Status {
             self.range,
             self.default_subnet,
             self.init,
-            if self.ready { "ready" } else { "not ready: awaiting consensus or seed" }
+            if self.ready {
+                "ready"
+            } else {
+                "not ready: awaiting consensus or seed"
+            }
         )?;
         writeln!(
             f,

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-
 use crate::cidr::Cidr;
 use crate::error::IpamError;
 use crate::paxos::{Claims, ProposalId};
@@ -100,7 +99,9 @@ fn open(bytes: &[u8]) -> Result<(MessageKind, &[u8]), IpamError> {
     let (body, trailer) = bytes.split_at(bytes.len() - TRAILER);
     let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
     if crc32c::crc32c(body) != stored {
-        return Err(IpamError::Corrupt("checksum mismatch (truncated or damaged)".into()));
+        return Err(IpamError::Corrupt(
+            "checksum mismatch (truncated or damaged)".into(),
+        ));
     }
     let kind = MessageKind::from_tag(bytes[MAGIC.len() + 1])
         .ok_or_else(|| IpamError::Corrupt(format!("unknown kind {}", bytes[MAGIC.len() + 1])))?;
@@ -311,7 +312,10 @@ fn ring_from(msg: RingMsg) -> Result<Ring, IpamError> {
             free: e.free,
         };
         if entries.insert(e.token, entry).is_some() {
-            return Err(IpamError::Corrupt(format!("ring token {} appears twice", e.token)));
+            return Err(IpamError::Corrupt(format!(
+                "ring token {} appears twice",
+                e.token
+            )));
         }
     }
     let mut removed = BTreeMap::new();
@@ -321,7 +325,10 @@ fn ring_from(msg: RingMsg) -> Result<Ring, IpamError> {
             by: PeerId(r.by),
         };
         if removed.insert(PeerId(r.peer), tomb).is_some() {
-            return Err(IpamError::Corrupt(format!("removed peer {} appears twice", PeerId(r.peer))));
+            return Err(IpamError::Corrupt(format!(
+                "removed peer {} appears twice",
+                PeerId(r.peer)
+            )));
         }
     }
     let seeds = msg.seeds.into_iter().map(PeerId).collect();
@@ -419,7 +426,9 @@ pub(crate) fn decode_unicast(bytes: &[u8]) -> Result<Unicast, IpamError> {
         if start < end && end <= 1 << 32 {
             Ok(())
         } else {
-            Err(IpamError::Corrupt(format!("bad space range {start}..{end}")))
+            Err(IpamError::Corrupt(format!(
+                "bad space range {start}..{end}"
+            )))
         }
     };
     match msg.body {
@@ -523,7 +532,7 @@ mod tests {
             Err("IPAM data has format version 9, this build reads version 1; upgrade weft".into())
         );
         assert_eq!(
-            decode(b"{\"ring\": []}").map_err(|e| e.to_string()),
+            decode(b"{\"ring\": [], \"peers\": []}").map_err(|e| e.to_string()),
             Err("not weft IPAM data: bad magic (expected WEFTIPAM)".into())
         );
         assert_eq!(
@@ -542,7 +551,7 @@ mod tests {
                 network: u32::from(Ipv4Addr::new(10, 32, 0, 0)),
                 prefix: 12,
                 entries: vec![EntryMsg {
-                    token: 5,
+                    token: u64::from(u32::from(Ipv4Addr::new(10, 48, 0, 0))),
                     owner: 1,
                     version: 1,
                     free: 1,
@@ -553,6 +562,8 @@ mod tests {
             claims: vec![],
         };
         let bytes = seal(MessageKind::Gossip, &msg);
-        assert!(matches!(decode(&bytes), Err(IpamError::Corrupt(m)) if m.contains("outside the range")));
+        assert!(
+            matches!(decode(&bytes), Err(IpamError::Corrupt(m)) if m.contains("outside the range"))
+        );
     }
 }

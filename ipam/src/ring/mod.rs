@@ -172,7 +172,10 @@ impl Ring {
         if !self.range.contains_raw(addr) {
             return None;
         }
-        self.entries.range(..=addr).next_back().map(|(_, e)| e.owner)
+        self.entries
+            .range(..=addr)
+            .next_back()
+            .map(|(_, e)| e.owner)
     }
 
     fn next_token(&self, token: u64) -> u64 {
@@ -321,30 +324,44 @@ impl Ring {
     }
 
     /// `rmpeer`: `me` takes over every segment of `dead`. Refused when `dead` is `me`, and when
-    /// it owns nothing: then, if a tombstone says who took its space, with that name (the
-    /// two-hosts-at-once guard). Returns the number of addresses taken over.
+    /// a tombstone says another peer already took `dead`'s space (the two-hosts-at-once guard),
+    /// unless that remover has itself left or been removed. The remover named by the tombstone
+    /// may run it again to collect space granted to `dead` after the first run. Returns the
+    /// number of addresses taken over.
     pub(crate) fn take_over(&mut self, me: PeerId, dead: PeerId) -> Result<u64, IpamError> {
         if me == dead {
             return Err(IpamError::RmpeerSelf(dead));
         }
-        let taken = self.reassign(dead, me);
-        if taken == 0 {
-            return Err(match self.removed.get(&dead) {
-                Some(t) => IpamError::AlreadyTakenOver {
-                    peer: dead,
-                    by: t.by,
-                },
-                None => IpamError::NothingToTakeOver(dead),
+        let previous = self.removed.get(&dead).copied();
+        if let Some(t) = previous
+            && t.by != me
+            && !self.removed.contains_key(&t.by)
+        {
+            return Err(IpamError::AlreadyTakenOver {
+                peer: dead,
+                by: t.by,
             });
         }
-        let epoch = self.removed.get(&dead).map_or(1, |t| t.epoch + 1);
-        self.removed.insert(dead, Tombstone { epoch, by: me });
+        let taken = self.reassign(dead, me);
+        if taken == 0 {
+            return Err(IpamError::NothingToTakeOver(dead));
+        }
+        self.bury(dead, me);
         Ok(taken)
     }
 
-    /// `reset`: `me` hands all its segments to `heir`. Returns the number of addresses handed.
+    /// Records that `peer`'s space went to `by`.
+    fn bury(&mut self, peer: PeerId, by: PeerId) {
+        let epoch = self.removed.get(&peer).map_or(1, |t| t.epoch + 1);
+        self.removed.insert(peer, Tombstone { epoch, by });
+    }
+
+    /// `reset`: `me` hands all its segments to `heir` and records that it left. Returns the
+    /// number of addresses handed.
     pub(crate) fn transfer_all(&mut self, me: PeerId, heir: PeerId) -> u64 {
-        self.reassign(me, heir)
+        let handed = self.reassign(me, heir);
+        self.bury(me, heir);
+        handed
     }
 
     fn reassign(&mut self, from: PeerId, to: PeerId) -> u64 {
