@@ -2,7 +2,8 @@
 //!
 //! Start order: logging, password, data dir and identity, then every listener is bound (so a
 //! port or socket in use fails the start with a clear message before anything runs), then the
-//! mesh, then the APIs. Shutdown (SIGINT, SIGTERM or `weft stop`) removes the control socket.
+//! overlay (bridge, VXLAN, adopted workloads), then the mesh, then the APIs. Shutdown (SIGINT,
+//! SIGTERM or `weft stop`) removes the control socket; workloads stay attached.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::api::server::{ApiState, bind_control_socket, serve_control, serve_sta
 use crate::cli::LaunchArgs;
 use crate::mesh::driver::{self, MeshDriverConfig};
 use crate::mesh::{PeerInfo, PeerName, new_uid};
+use crate::overlay::{Overlay, OverlayConfig};
 use crate::state_file;
 
 /// File in the data dir that holds the peer name.
@@ -72,6 +74,16 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         name = %name, nickname = %nickname, port = args.port,
         encryption = password.is_some(), "weft router starting"
     );
+    let overlay = Overlay::start(
+        OverlayConfig {
+            vni: args.vni,
+            mtu: args.mtu,
+            range: args.ipalloc_range,
+        },
+        &args.data_dir,
+    )
+    .await
+    .context("bringing up the overlay")?;
     let mesh = driver::start(MeshDriverConfig {
         local,
         password: password.map(String::into_bytes),
@@ -80,11 +92,14 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         listener: mesh_listener,
     });
 
+    let fdb_task = overlay.follow(mesh.topology());
+
     let stop = Arc::new(Notify::new());
     let state = ApiState {
         router,
         mesh,
         stop: stop.clone(),
+        overlay,
     };
     let control_task = tokio::spawn(serve_control(control, state.clone()));
     let status_task = tokio::spawn(serve_status(status, state));
@@ -98,6 +113,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         r = control_task => warn!("control API ended: {r:?}"),
         r = status_task => warn!("status API ended: {r:?}"),
     }
+    fdb_task.abort();
     if let Err(e) = std::fs::remove_file(&socket) {
         warn!("removing {}: {e}", socket.display());
     }

@@ -19,7 +19,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Launch(args) => {
             let filter = match EnvFilter::try_new(&args.log_level) {
-                Ok(f) => f,
+                // netlink-packet-route warns about every attribute newer than itself.
+                Ok(f) => match "netlink_packet_route=error".parse() {
+                    Ok(quiet) => f.add_directive(quiet),
+                    Err(_) => f,
+                },
                 Err(e) => {
                     eprintln!(
                         "weft: invalid --log-level {:?}: {e}; use error, warn, info, debug or trace",

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::types::ErrorBody;
+use crate::overlay::OverlayError;
 
 /// Everything a control API call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +16,31 @@ pub enum ApiError {
     /// The daemon is shutting down or one of its parts is not running.
     #[error("the router is not ready: {0}")]
     Unavailable(String),
+    /// The request conflicts with what exists (an address or name already in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request names something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The router failed to carry out a valid request.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<OverlayError> for ApiError {
+    fn from(err: OverlayError) -> Self {
+        let text = err.to_string();
+        match err {
+            OverlayError::AddressInUse { .. } | OverlayError::IfnameExists { .. } => {
+                ApiError::Conflict(text)
+            }
+            OverlayError::NotAttached { .. }
+            | OverlayError::NotExposed { .. }
+            | OverlayError::NamespaceMissing { .. } => ApiError::NotFound(text),
+            e if e.is_invalid_input() => ApiError::BadRequest(text),
+            _ => ApiError::Internal(text),
+        }
+    }
 }
 
 impl From<&ApiError> for StatusCode {
@@ -22,6 +48,9 @@ impl From<&ApiError> for StatusCode {
         match err {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -15,10 +15,14 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Notify;
 
 use super::error::ApiError;
-use super::types::{ConnectRequest, ForgetRequest, Report, RouterInfo};
+use super::types::{
+    AttachRequest, ConnectRequest, DetachRequest, ExposeRequest, ForgetRequest, OverlayChange,
+    PsResponse, Report, RouterInfo, WorkloadInfo,
+};
 use crate::address::parse_peer;
 use crate::cli::format;
 use crate::mesh::driver::MeshHandle;
+use crate::overlay::{AttachSpec, NetnsRef, Overlay};
 
 /// What the handlers reach: the running parts of the daemon.
 #[derive(Clone)]
@@ -29,6 +33,8 @@ pub struct ApiState {
     pub mesh: MeshHandle,
     /// Notified when a client asks the daemon to stop.
     pub stop: Arc<Notify>,
+    /// The overlay: bridge, VXLAN, workloads.
+    pub overlay: Overlay,
 }
 
 impl ApiState {
@@ -54,6 +60,11 @@ pub fn control_routes(state: ApiState) -> Router {
         .route("/connect", post(connect))
         .route("/forget", post(forget))
         .route("/stop", post(stop))
+        .route("/attach", post(attach))
+        .route("/detach", post(detach))
+        .route("/ps", get(ps))
+        .route("/expose", post(expose))
+        .route("/hide", post(hide))
         .with_state(state)
 }
 
@@ -150,4 +161,74 @@ async fn forget(
 async fn stop(State(state): State<ApiState>) -> Json<Value> {
     state.stop.notify_one();
     Json(json!({}))
+}
+
+async fn attach(
+    State(state): State<ApiState>,
+    req: Result<Json<AttachRequest>, JsonRejection>,
+) -> Result<Json<OverlayChange>, ApiError> {
+    let req = body(req)?;
+    let netns = NetnsRef::from_parts(req.netns, req.pid)?;
+    let attached = state
+        .overlay
+        .attach(AttachSpec {
+            address: req.address,
+            netns,
+            name: req.name,
+            ifname: req.ifname,
+        })
+        .await?;
+    Ok(Json(OverlayChange {
+        workloads: vec![WorkloadInfo::from(&attached)],
+        addresses: Vec::new(),
+    }))
+}
+
+async fn detach(
+    State(state): State<ApiState>,
+    req: Result<Json<DetachRequest>, JsonRejection>,
+) -> Result<Json<OverlayChange>, ApiError> {
+    let req = body(req)?;
+    let netns = NetnsRef::from_parts(req.netns, req.pid)?;
+    let gone = state.overlay.detach(netns, req.ifname).await?;
+    Ok(Json(OverlayChange {
+        workloads: gone.iter().map(WorkloadInfo::from).collect(),
+        addresses: Vec::new(),
+    }))
+}
+
+async fn ps(State(state): State<ApiState>) -> Json<PsResponse> {
+    let listing = state.overlay.list().await;
+    Json(PsResponse {
+        workloads: listing.attachments.iter().map(WorkloadInfo::from).collect(),
+        exposed: listing.exposed.iter().map(ToString::to_string).collect(),
+        mtu: listing.mtu,
+    })
+}
+
+async fn expose(
+    State(state): State<ApiState>,
+    req: Result<Json<ExposeRequest>, JsonRejection>,
+) -> Result<Json<OverlayChange>, ApiError> {
+    let req = body(req)?;
+    let address = req
+        .address
+        .ok_or_else(|| ApiError::BadRequest("give the address to expose, ADDR/PREFIX".into()))?;
+    let net = state.overlay.expose(&address).await?;
+    Ok(Json(OverlayChange {
+        workloads: Vec::new(),
+        addresses: vec![net.to_string()],
+    }))
+}
+
+async fn hide(
+    State(state): State<ApiState>,
+    req: Result<Json<ExposeRequest>, JsonRejection>,
+) -> Result<Json<OverlayChange>, ApiError> {
+    let req = body(req)?;
+    let gone = state.overlay.hide(req.address.as_deref()).await?;
+    Ok(Json(OverlayChange {
+        workloads: Vec::new(),
+        addresses: gone.iter().map(ToString::to_string).collect(),
+    }))
 }

@@ -60,3 +60,96 @@ pub struct ErrorBody {
     /// What went wrong and what to do about it.
     pub error: String,
 }
+
+/// Body of `POST /attach`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachRequest {
+    /// `ADDR/PREFIX` inside the overlay range.
+    pub address: String,
+    /// Namespace path or `ip netns` name (exactly one of `netns` and `pid`).
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// A process in the namespace.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The workload's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Interface inside the namespace; `ethwe` when absent.
+    #[serde(default)]
+    pub ifname: Option<String>,
+}
+
+/// Body of `POST /detach`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetachRequest {
+    /// Namespace path or `ip netns` name (exactly one of `netns` and `pid`).
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// A process in the namespace.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Only this interface.
+    #[serde(default)]
+    pub ifname: Option<String>,
+}
+
+/// Body of `POST /expose` and `POST /hide`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExposeRequest {
+    /// `ADDR/PREFIX`; for `/hide`, absent means every exposed address.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// One attached workload, as `weft ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadInfo {
+    /// Its name.
+    pub name: String,
+    /// Its namespace.
+    pub netns: String,
+    /// Interface inside the namespace.
+    pub ifname: String,
+    /// Host end of its veth.
+    pub host_ifname: String,
+    /// MAC of the interface inside.
+    pub mac: String,
+    /// Its addresses, `ADDR/PREFIX`.
+    pub addresses: Vec<String>,
+}
+
+impl From<&crate::overlay::Attachment> for WorkloadInfo {
+    fn from(a: &crate::overlay::Attachment) -> Self {
+        WorkloadInfo {
+            name: a.name.clone(),
+            netns: a.netns.display().to_string(),
+            ifname: a.ifname.clone(),
+            host_ifname: a.host_ifname.clone(),
+            mac: a.mac.clone(),
+            addresses: vec![a.address.to_string()],
+        }
+    }
+}
+
+/// Answer of `GET /ps`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PsResponse {
+    /// Attached workloads.
+    pub workloads: Vec<WorkloadInfo>,
+    /// The host's addresses on the overlay.
+    pub exposed: Vec<String>,
+    /// The overlay MTU.
+    pub mtu: u32,
+}
+
+/// Answer of `/attach`, `/detach`, `/expose` and `/hide`: what changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverlayChange {
+    /// Workloads attached or detached.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadInfo>,
+    /// Addresses exposed or hidden.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}

@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use ipnetwork::Ipv4Network;
 
 use crate::address::parse_peer;
 use crate::api::DEFAULT_SOCKET;
 use crate::mesh::PeerName;
+use crate::overlay::config::{DEFAULT_IFNAME, DEFAULT_RANGE, DEFAULT_VNI, parse_range, parse_vni};
 
 /// weft: a self-organising overlay network with a built-in metrics store.
 #[derive(Debug, Parser)]
@@ -50,8 +52,59 @@ pub enum Command {
     },
     /// Print everything the router knows, as JSON.
     Report,
+    /// Attach a workload's network namespace to the overlay with an address.
+    Attach(AttachArgs),
+    /// Detach a workload: remove the interfaces weft gave it.
+    Detach {
+        /// Which namespace.
+        #[command(flatten)]
+        netns: NetnsArgs,
+        /// Only this interface (all of the workload's when absent).
+        #[arg(long)]
+        ifname: Option<String>,
+    },
+    /// List attached workloads: name, MAC, addresses.
+    Ps,
+    /// Give this host an address on the overlay (on bridge `weft`).
+    Expose {
+        /// ADDR/PREFIX inside the overlay range.
+        address: String,
+    },
+    /// Remove the host's overlay address (all of them when none is given).
+    Hide {
+        /// The address to remove.
+        address: Option<String>,
+    },
     /// Print weft's version.
     Version,
+}
+
+/// How a verb names a workload's network namespace: exactly one of these.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct NetnsArgs {
+    /// Path of the namespace, or an `ip netns` name (`/run/netns/NAME`).
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// A process in the namespace.
+    #[arg(long)]
+    pub pid: Option<u32>,
+}
+
+/// Flags of `weft attach`.
+#[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
+    /// ADDR/PREFIX inside the overlay range, e.g. 10.32.0.5/12.
+    pub address: String,
+    /// Which namespace.
+    #[command(flatten)]
+    pub netns: NetnsArgs,
+    /// The workload's name in `weft ps`; the namespace's name when absent.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Name of the interface inside the namespace.
+    #[arg(long, default_value = DEFAULT_IFNAME)]
+    pub ifname: String,
 }
 
 /// Parts of `weft status`.
@@ -92,6 +145,15 @@ pub struct LaunchArgs {
     /// Address of the read-only status listener.
     #[arg(long, default_value = "127.0.0.1:6784")]
     pub status_addr: std::net::SocketAddr,
+    /// VXLAN network identifier of the fast path (1 to 16777215); the same on every peer.
+    #[arg(long, default_value_t = DEFAULT_VNI, value_parser = parse_vni)]
+    pub vni: u32,
+    /// Overlay MTU; derived from the underlay's default-route interface minus 50 when absent.
+    #[arg(long, env = "WEFT_MTU")]
+    pub mtu: Option<u32>,
+    /// Address range of the overlay, a CIDR.
+    #[arg(long, default_value = DEFAULT_RANGE, value_parser = parse_range)]
+    pub ipalloc_range: Ipv4Network,
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log_level: String,

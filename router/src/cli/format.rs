@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::api::Report;
+use crate::api::{OverlayChange, PsResponse, Report, WorkloadInfo};
 
 fn peer_label(name: impl std::fmt::Display, nickname: &str) -> String {
     format!("{name}({nickname})")
@@ -115,4 +115,48 @@ pub fn targets(r: &Report) -> String {
         .iter()
         .map(|t| format!("{}\n", t.address))
         .collect()
+}
+
+fn workload_line(w: &WorkloadInfo) -> String {
+    format!(
+        "{} {} {} {}",
+        w.name,
+        w.mac,
+        w.ifname,
+        w.addresses.join(" ")
+    )
+}
+
+/// `weft ps`: one line per attached workload (`NAME MAC IFNAME ADDR...`), the host's exposed
+/// addresses first as `weft:expose`.
+pub fn ps(p: &PsResponse) -> String {
+    let mut out = String::new();
+    if !p.exposed.is_empty() {
+        let _ = writeln!(out, "weft:expose {}", p.exposed.join(" "));
+    }
+    for w in &p.workloads {
+        let _ = writeln!(out, "{}", workload_line(w));
+    }
+    out
+}
+
+/// `weft attach`: the workload's address.
+pub fn attached(c: &OverlayChange) -> String {
+    c.workloads
+        .iter()
+        .map(|w| format!("{}\n", w.addresses.join(" ")))
+        .collect()
+}
+
+/// `weft detach`: the interfaces removed.
+pub fn detached(c: &OverlayChange) -> String {
+    c.workloads
+        .iter()
+        .map(|w| format!("detached {}\n", workload_line(w)))
+        .collect()
+}
+
+/// `weft expose` / `weft hide`: the addresses added or removed.
+pub fn addresses(c: &OverlayChange) -> String {
+    c.addresses.iter().map(|a| format!("{a}\n")).collect()
 }

@@ -6,9 +6,11 @@ pub mod format;
 
 use std::process::ExitCode;
 
-pub use args::{Cli, Command, LaunchArgs, StatusWhat};
+pub use args::{AttachArgs, Cli, Command, LaunchArgs, NetnsArgs, StatusWhat};
 
-use crate::api::{Client, ConnectRequest, ForgetRequest, Report};
+use crate::api::{
+    AttachRequest, Client, ConnectRequest, DetachRequest, ExposeRequest, ForgetRequest, Report,
+};
 
 /// Runs a verb other than `launch` against the router on `cli.socket`, printing its answer.
 pub async fn run_client(cli: Cli) -> ExitCode {
@@ -50,6 +52,34 @@ async fn client_verb(client: &Client, command: Command) -> Result<String, crate:
         ),
         Command::Forget { peers } => empty(client.post("/forget", &ForgetRequest { peers }).await?),
         Command::Stop => empty(client.post("/stop", &serde_json::json!({})).await?),
+        Command::Attach(a) => {
+            let req = AttachRequest {
+                address: a.address,
+                netns: a.netns.netns,
+                pid: a.netns.pid,
+                name: a.name,
+                ifname: Some(a.ifname),
+            };
+            format::attached(&client.post("/attach", &req).await?)
+        }
+        Command::Detach { netns, ifname } => {
+            let req = DetachRequest {
+                netns: netns.netns,
+                pid: netns.pid,
+                ifname,
+            };
+            format::detached(&client.post("/detach", &req).await?)
+        }
+        Command::Ps => format::ps(&client.get("/ps").await?),
+        Command::Expose { address } => {
+            let req = ExposeRequest {
+                address: Some(address),
+            };
+            format::addresses(&client.post("/expose", &req).await?)
+        }
+        Command::Hide { address } => {
+            format::addresses(&client.post("/hide", &ExposeRequest { address }).await?)
+        }
         Command::Version => format!("weft {}", env!("CARGO_PKG_VERSION")),
         Command::Launch(_) => unreachable!("launch runs the daemon, not a client verb"),
     })

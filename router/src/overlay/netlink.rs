@@ -27,7 +27,9 @@ use rtnetlink::{
 use super::error::{OverlayError, Result};
 
 /// `ENODEV`, as netlink reports a missing link.
-const ENODEV: i32 = 19;
+const ENODEV: i32 = libc::ENODEV;
+/// `EEXIST`, as netlink reports an object that is already there.
+const EEXIST: i32 = libc::EEXIST;
 /// The all-zero MAC of flooding FDB entries.
 const ZERO_MAC: [u8; 6] = [0; 6];
 
@@ -323,19 +325,19 @@ impl Netlink {
             .collect())
     }
 
-    /// Adds a route to `dest` out of link `index` (scope link).
-    pub(crate) async fn add_route(&self, index: u32, dest: Ipv4Network) -> Result<()> {
+    /// Adds a route to `dest` out of link `index` (scope link). Returns `false` when a route
+    /// to `dest` already exists (e.g. through another weft interface of the same workload).
+    pub(crate) async fn add_route(&self, index: u32, dest: Ipv4Network) -> Result<bool> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dest.network(), dest.prefix())
             .output_interface(index)
             .scope(netlink_packet_route::route::RouteScope::Link)
             .build();
-        self.handle
-            .route()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(OverlayError::netlink(format!("adding route {dest}")))
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -EEXIST => Ok(false),
+            Err(e) => Err(OverlayError::netlink(format!("adding route {dest}"))(e)),
+        }
     }
 
     /// The interface of the IPv4 default route in the main table, if there is one.

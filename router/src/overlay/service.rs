@@ -226,7 +226,9 @@ impl Overlay {
             ns_nl.add_address(inside, plan.address).await?;
             ns_nl.set_up(inside, None, None).await?;
             for route in &plan.routes {
-                ns_nl.add_route(inside, *route).await?;
+                if !ns_nl.add_route(inside, *route).await? {
+                    debug!(route = %route, "route already present in the workload");
+                }
             }
             state.attachments.push(attachment.clone());
             if let Err(e) = inner.store.save(&state) {
