@@ -98,7 +98,8 @@ pub enum Action {
         /// Why, for the log.
         reason: String,
     },
-    /// The peers table or the routes changed.
+    /// The peers table or the routes changed (emitted after garbage
+    /// collection and route computation, so [`MeshCore::status`] is current).
     TopologyChanged,
 }
 
@@ -548,13 +549,11 @@ impl MeshCore {
     /// at once, so a burst of gossip costs one refresh.
     fn topology_changed(&mut self, now: u64) {
         self.last_now = self.last_now.max(now);
-        if !self.dirty {
-            self.dirty = true;
-            self.actions.push_back(Action::TopologyChanged);
-        }
+        self.dirty = true;
     }
 
-    /// Collects garbage, recomputes routes and refreshes discovered targets.
+    /// Collects garbage, recomputes routes, refreshes discovered targets and
+    /// tells the driver ([`Action::TopologyChanged`]).
     fn refresh(&mut self, now: u64) {
         if !self.dirty {
             return;
@@ -564,6 +563,7 @@ impl MeshCore {
         self.routes = self.topology.routes();
         let discovered = self.discovered_addresses();
         self.targets.set_discovered(&discovered, now);
+        self.actions.push_back(Action::TopologyChanged);
     }
 
     /// Addresses of peers we are not connected to, learned from the
@@ -675,8 +675,12 @@ mod tests {
         let actions = drain(&mut a);
         assert_eq!(sends_on(&actions, TOPOLOGY_CHANNEL), vec![7]);
         assert_eq!(sends_on(&actions, "echo"), vec![7]);
-        assert!(actions.contains(&Action::TopologyChanged));
         assert_eq!(a.status().connections.len(), 1);
+        // Routes and the rest are refreshed, and the driver told, at the next timeout.
+        assert!(!actions.contains(&Action::TopologyChanged));
+        assert_eq!(a.poll_timeout(), Some(0));
+        a.handle_timeout(0);
+        assert!(drain(&mut a).contains(&Action::TopologyChanged));
     }
 
     #[test]
