@@ -8,6 +8,7 @@
 //! neighbours get the full state again (anti-entropy), which heals anything a
 //! lost connection dropped. Unicasts follow shortest-path routes hop by hop.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
@@ -65,8 +66,9 @@ pub enum ConnRefused {
     /// We already have `conn_limit` connections.
     #[error("connection limit of {0} reached")]
     LimitReached(usize),
-    /// We already have a connection to that peer and keep the other one.
-    #[error("already connected to {0}: keeping the connection dialled by the smaller peer name")]
+    /// We already have a connection to that peer and keep the other one
+    /// (it reaches a newer incarnation, or was dialled by the smaller name).
+    #[error("already connected to {0}: keeping the other connection")]
     Duplicate(PeerName),
 }
 
@@ -213,8 +215,19 @@ impl MeshCore {
         }
         if let Some(&existing) = self.by_peer.get(&remote.name) {
             let initiator = |outbound: bool| if outbound { local } else { remote.name };
-            let existing_outbound = self.conns.get(&existing).is_some_and(|c| c.outbound);
-            if initiator(outbound) >= initiator(existing_outbound) {
+            let (existing_outbound, existing_uid) = self
+                .conns
+                .get(&existing)
+                .map_or((false, 0), |c| (c.outbound, c.remote.uid));
+            // A larger UID is a restarted peer: the old connection is dead.
+            // Within one incarnation, both ends keep the connection dialled by
+            // the smaller name.
+            let keep_existing = match remote.uid.cmp(&existing_uid) {
+                Ordering::Greater => false,
+                Ordering::Less => true,
+                Ordering::Equal => initiator(outbound) >= initiator(existing_outbound),
+            };
+            if keep_existing {
                 if let Some(t) = &target {
                     self.targets.connected(t, remote.name);
                 }
@@ -223,10 +236,7 @@ impl MeshCore {
             self.conns.remove(&existing);
             self.actions.push_back(Action::Close {
                 conn: existing,
-                reason: format!(
-                    "replaced by a connection dialled by the smaller peer name to {}",
-                    remote.name
-                ),
+                reason: format!("replaced by a newer connection to {}", remote.name),
             });
         } else if self.conns.len() >= self.cfg.conn_limit {
             if let Some(t) = &target {
@@ -762,6 +772,29 @@ mod tests {
                 assert_eq!(results[1].1, Err(ConnRefused::Duplicate(PeerName(1))));
             }
         }
+    }
+
+    #[test]
+    fn connection_from_a_restarted_peer_replaces_the_dead_one() {
+        let mut a = core(1);
+        a.connection_up(1, info(2), addr(2), true, None, false, 0)
+            .unwrap();
+        drain(&mut a);
+        let reborn = PeerInfo { uid: 2, ..info(2) };
+        // Peer 2 (larger name) dials again as a new incarnation: accepted.
+        a.connection_up(2, reborn.clone(), addr(2), false, None, false, 0)
+            .unwrap();
+        assert!(
+            drain(&mut a)
+                .iter()
+                .any(|x| matches!(x, Action::Close { conn: 1, .. }))
+        );
+        assert_eq!(a.status().connections[0].conn, 2);
+        // A late connection from the old incarnation is refused.
+        assert_eq!(
+            a.connection_up(3, info(2), addr(2), true, None, false, 0),
+            Err(ConnRefused::Duplicate(PeerName(2)))
+        );
     }
 
     #[test]
