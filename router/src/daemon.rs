@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::api::RouterInfo;
 use crate::api::server::{ApiState, bind_control_socket, serve_control, serve_status};
 use crate::cli::LaunchArgs;
+use crate::ipam::{IpamService, load_allocator};
 use crate::mesh::driver::{self, MeshDriverConfig};
 use crate::mesh::{PeerInfo, PeerName, new_uid};
 use crate::overlay::{Overlay, OverlayConfig};
@@ -47,6 +48,8 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         uid: new_uid(now_ms, &mut rng),
         listen_port: args.port,
     };
+
+    let allocator = load_allocator(ipam_config(&args, name)?, &args.data_dir)?;
 
     let mesh_listener = TcpListener::bind(("0.0.0.0", args.port))
         .await
@@ -93,6 +96,9 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
     });
 
     let fdb_task = overlay.follow(mesh.topology());
+    let ipam = IpamService::start(allocator, &args.data_dir, mesh.clone())
+        .await
+        .context("starting IPAM")?;
 
     let stop = Arc::new(Notify::new());
     let state = ApiState {
@@ -100,6 +106,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         mesh,
         stop: stop.clone(),
         overlay,
+        ipam,
     };
     let control_task = tokio::spawn(serve_control(control, state.clone()));
     let status_task = tokio::spawn(serve_status(status, state));
@@ -118,6 +125,20 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         warn!("removing {}: {e}", socket.display());
     }
     Ok(())
+}
+
+/// The IPAM configuration from the `--ipalloc-*` flags.
+fn ipam_config(args: &LaunchArgs, name: PeerName) -> anyhow::Result<weft_ipam::Config> {
+    let net = args.ipalloc_range;
+    let range = weft_ipam::Cidr::new(net.network(), net.prefix())
+        .with_context(|| format!("--ipalloc-range {net}"))?;
+    let cfg = weft_ipam::Config::new(weft_ipam::PeerId(name.0), range, args.ipalloc_init.clone());
+    match args.ipalloc_default_subnet {
+        Some(subnet) => cfg
+            .with_default_subnet(subnet)
+            .context("--ipalloc-default-subnet"),
+        None => Ok(cfg),
+    }
 }
 
 /// The password from `--password`, `--password-file`, `WEFT_PASSWORD` or `WEAVE_PASSWORD`, in

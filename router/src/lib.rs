@@ -8,6 +8,7 @@ pub mod address;
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod ipam;
 pub mod mesh;
 pub mod overlay;
 pub mod state_file;

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod error;
+pub mod ipam;
 pub mod server;
 pub mod types;
 

@@ -21,6 +21,7 @@ use super::types::{
 };
 use crate::address::parse_peer;
 use crate::cli::format;
+use crate::ipam::IpamService;
 use crate::mesh::driver::MeshHandle;
 use crate::overlay::{AttachSpec, NetnsRef, Overlay};
 
@@ -35,6 +36,8 @@ pub struct ApiState {
     pub stop: Arc<Notify>,
     /// The overlay: bridge, VXLAN, workloads.
     pub overlay: Overlay,
+    /// The address allocator.
+    pub ipam: IpamService,
 }
 
 impl ApiState {
@@ -65,6 +68,7 @@ pub fn control_routes(state: ApiState) -> Router {
         .route("/ps", get(ps))
         .route("/expose", post(expose))
         .route("/hide", post(hide))
+        .merge(super::ipam::routes())
         .with_state(state)
 }
 
@@ -118,7 +122,7 @@ async fn status_text(State(state): State<ApiState>) -> Result<String, ApiError> 
     Ok(format::status(&state.report().await?))
 }
 
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(crate) fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {}", e.body_text())))
 }

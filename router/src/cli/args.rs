@@ -9,6 +9,7 @@ use crate::address::parse_peer;
 use crate::api::DEFAULT_SOCKET;
 use crate::mesh::PeerName;
 use crate::overlay::config::{DEFAULT_IFNAME, DEFAULT_RANGE, DEFAULT_VNI, parse_range, parse_vni};
+use weft_ipam::{Cidr, InitMode};
 
 /// weft: a self-organising overlay network with a built-in metrics store.
 #[derive(Debug, Parser)]
@@ -52,6 +53,16 @@ pub enum Command {
     },
     /// Print everything the router knows, as JSON.
     Report,
+    /// Take over the address space of PEER, which is gone for good (run it on one host only).
+    Rmpeer {
+        /// Peer name, aa:bb:cc:dd:ee:ff.
+        peer: String,
+    },
+    /// Wait until the address ring is ready (consensus reached), then show it.
+    Prime,
+    /// Allocate, claim, free or look up addresses by owner id.
+    #[command(subcommand)]
+    Ipam(IpamVerb),
     /// Attach a workload's network namespace to the overlay with an address.
     Attach(AttachArgs),
     /// Detach a workload: remove the interfaces weft gave it.
@@ -116,6 +127,38 @@ pub enum StatusWhat {
     Connections,
     /// The addresses this router dials.
     Targets,
+    /// The address ring: each peer's share, as `weave status ipam`.
+    Ipam,
+}
+
+/// `weft ipam` verbs: the address allocator, by owner id.
+#[derive(Debug, Clone, Subcommand)]
+pub enum IpamVerb {
+    /// Allocate an address for OWNER (the same one again if it has one).
+    Allocate {
+        /// Owner id, e.g. a container id.
+        owner: String,
+        /// Subnet of the range to allocate from.
+        #[arg(long)]
+        subnet: Option<Cidr>,
+    },
+    /// Claim exactly ADDR for OWNER.
+    Claim {
+        /// Owner id.
+        owner: String,
+        /// The address.
+        addr: std::net::Ipv4Addr,
+    },
+    /// Free every address of OWNER.
+    Free {
+        /// Owner id.
+        owner: String,
+    },
+    /// Show the addresses of OWNER.
+    Lookup {
+        /// Owner id.
+        owner: String,
+    },
 }
 
 /// Flags of `weft launch`.
@@ -154,6 +197,13 @@ pub struct LaunchArgs {
     /// Address range of the overlay, a CIDR.
     #[arg(long, default_value = DEFAULT_RANGE, value_parser = parse_range)]
     pub ipalloc_range: Ipv4Network,
+    /// How the address ring starts: consensus[=N], seed=PEER,... or observer. Ignored once the
+    /// ring is stored in the data dir.
+    #[arg(long, default_value = "consensus")]
+    pub ipalloc_init: InitMode,
+    /// Subnet of the range that allocations use when none is named; the whole range when absent.
+    #[arg(long)]
+    pub ipalloc_default_subnet: Option<Cidr>,
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log_level: String,

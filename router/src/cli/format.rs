@@ -160,3 +160,42 @@ pub fn detached(c: &OverlayChange) -> String {
 pub fn addresses(c: &OverlayChange) -> String {
     c.addresses.iter().map(|a| format!("{a}\n")).collect()
 }
+
+/// `weft status ipam`: each peer's share of the range, as `weave status ipam`.
+pub fn ipam(s: &crate::api::ipam::IpamStatus) -> String {
+    let mut out = String::new();
+    let total: u64 = s.shares.iter().map(|sh| sh.size).sum();
+    let _ = writeln!(
+        out,
+        "Range: {} (default subnet {}), init: {}",
+        s.range, s.default_subnet, s.init
+    );
+    let _ = writeln!(
+        out,
+        "State: {} ({} allocated here, {} pending)",
+        s.state, s.allocated, s.pending
+    );
+    if !s.ready {
+        let _ = writeln!(
+            out,
+            "The ring is not ready yet: waiting for consensus (`weft prime` waits for it)."
+        );
+    }
+    for sh in &s.shares {
+        let pct = if total == 0 {
+            0.0
+        } else {
+            sh.size as f64 * 100.0 / total as f64
+        };
+        let reach = if sh.reachable { "" } else { " - unreachable!" };
+        let _ = writeln!(
+            out,
+            "{:<18} {:>8} IPs ({:>5.1}% of total) ({} free){reach}",
+            sh.peer, sh.size, pct, sh.free
+        );
+    }
+    for (peer, by) in &s.removed {
+        let _ = writeln!(out, "{peer:<18} removed by {by} (rmpeer)");
+    }
+    out
+}

@@ -6,7 +6,12 @@ pub mod format;
 
 use std::process::ExitCode;
 
-pub use args::{AttachArgs, Cli, Command, LaunchArgs, NetnsArgs, StatusWhat};
+pub use args::{AttachArgs, Cli, Command, IpamVerb, LaunchArgs, NetnsArgs, StatusWhat};
+
+use crate::api::ipam::{
+    AddressesResponse, AllocateRequest, AllocateResponse, FreeRequest, LookupRequest, PrimeRequest,
+    RmpeerRequest, RmpeerResponse,
+};
 
 use crate::api::{
     AttachRequest, Client, ConnectRequest, DetachRequest, ExposeRequest, ForgetRequest, Report,
@@ -29,6 +34,48 @@ pub async fn run_client(cli: Cli) -> ExitCode {
     }
 }
 
+async fn ipam_verb(client: &Client, verb: IpamVerb) -> Result<String, crate::api::ClientError> {
+    let lines = |r: AddressesResponse| r.addrs.iter().map(|a| format!("{a}\n")).collect::<String>();
+    Ok(match verb {
+        IpamVerb::Allocate { owner, subnet } => {
+            let req = AllocateRequest {
+                owner,
+                subnet: subnet.map(|s| s.to_string()),
+                addr: None,
+                wait_ms: None,
+            };
+            let r: AllocateResponse = client.post("/ipam/allocate", &req).await?;
+            format!("{}/{}", r.addr, r.prefix)
+        }
+        IpamVerb::Claim { owner, addr } => {
+            let req = AllocateRequest {
+                owner,
+                subnet: None,
+                addr: Some(addr),
+                wait_ms: None,
+            };
+            let r: AllocateResponse = client.post("/ipam/allocate", &req).await?;
+            format!("{}/{}", r.addr, r.prefix)
+        }
+        IpamVerb::Free { owner } => lines(
+            client
+                .post(
+                    "/ipam/free",
+                    &FreeRequest {
+                        owner: Some(owner),
+                        addr: None,
+                    },
+                )
+                .await?,
+        ),
+        IpamVerb::Lookup { owner } => lines(
+            client
+                .post("/ipam/lookup", &LookupRequest { owner })
+                .await?,
+        ),
+    })
+}
+
 async fn client_verb(client: &Client, command: Command) -> Result<String, crate::api::ClientError> {
     let empty = |_: serde_json::Value| String::new();
     Ok(match command {
@@ -39,8 +86,21 @@ async fn client_verb(client: &Client, command: Command) -> Result<String, crate:
                 Some(StatusWhat::Peers) => format::peers(&report),
                 Some(StatusWhat::Connections) => format::connections(&report),
                 Some(StatusWhat::Targets) => format::targets(&report),
+                Some(StatusWhat::Ipam) => format::ipam(&client.get("/ipam/status").await?),
             }
         }
+        Command::Rmpeer { peer } => {
+            let r: RmpeerResponse = client
+                .post("/ipam/rmpeer", &RmpeerRequest { peer: peer.clone() })
+                .await?;
+            format!("{} addresses taken over from {peer}", r.addresses)
+        }
+        Command::Prime => format::ipam(
+            &client
+                .post("/ipam/prime", &PrimeRequest { wait_ms: None })
+                .await?,
+        ),
+        Command::Ipam(verb) => ipam_verb(client, verb).await?,
         Command::Report => {
             let report: serde_json::Value = client.get("/report").await?;
             serde_json::to_string_pretty(&report).unwrap_or_default()

@@ -27,6 +27,14 @@ use super::{
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence after which the kernel starts probing an idle connection.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+/// Interval between keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// Unanswered probes after which the connection is dead.
+const KEEPALIVE_PROBES: u32 = 3;
+/// How long sent data may stay unacknowledged before the connection counts as dead.
+const USER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Frames queued for one connection before it counts as stuck and is closed.
 const WRITE_QUEUE: usize = 4096;
 
@@ -457,6 +465,19 @@ async fn run_connection(
     events: mpsc::Sender<Event>,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
+    // A peer behind a cut link never closes the connection; these let the kernel notice within
+    // about 15 s (idle: 5 s + 3 probes 2 s apart; busy: unacknowledged data for 15 s).
+    let sock = socket2::SockRef::from(&stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    if let Err(e) = sock
+        .set_tcp_keepalive(&keepalive)
+        .and_then(|()| sock.set_tcp_user_timeout(Some(USER_TIMEOUT)))
+    {
+        warn!(%remote_addr, "cannot set dead-peer detection on the connection: {e}");
+    }
     let (mut rd, mut wr) = stream.into_split();
     let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
     let est = tokio::time::timeout(

@@ -1,0 +1,348 @@
+//! The IPAM service's state, its gossip channel and its driver task.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{Notify, oneshot};
+use tracing::{info, warn};
+use weft_ipam::{
+    Allocation, Allocator, Cidr, Config, Event, IpamError, PeerId, RequestId, Status, Transmit,
+};
+
+use crate::mesh::driver::MeshHandle;
+use crate::mesh::{GossipError, Gossiper, MeshStatus, PeerName};
+use crate::state_file;
+
+/// Name of the mesh gossip channel that carries IPAM messages.
+pub const IPAM_CHANNEL: &str = "ipam";
+/// File in the data dir holding the allocator's persisted state.
+pub const IPAM_STATE_FILE: &str = "ipam.state";
+
+/// Builds the allocator: from the state file when there is one (persisted state wins over
+/// `--ipalloc-init`), else fresh from `cfg`. A state file that cannot be read back stops the
+/// start with the file's path and the reason; it is never overwritten.
+pub fn load_allocator(cfg: Config, data_dir: &Path) -> anyhow::Result<Allocator> {
+    let path = data_dir.join(IPAM_STATE_FILE);
+    match state_file::read_if_exists(&path)? {
+        Some(bytes) => Allocator::restore(cfg, &bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "the IPAM state file {} cannot be used: {e}. Move it away to start with a fresh ring \
+                 (addresses handed out from it may then be given out twice), or fix the flags to match it",
+                path.display()
+            )
+        }),
+        None => Ok(Allocator::new(cfg)),
+    }
+}
+
+struct State {
+    alloc: Allocator,
+    written: Vec<u8>,
+    outbox: Vec<Transmit>,
+    waiters: HashMap<RequestId, oneshot::Sender<Result<Ipv4Addr, IpamError>>>,
+    reachable: BTreeSet<PeerId>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Notify,
+    path: PathBuf,
+    epoch: Instant,
+}
+
+impl Shared {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a consistent allocator (it has no partial
+        // updates visible to us), so a poisoned lock is taken over.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Persists when the allocator's state changed, then moves its messages to the outbox and
+    /// completes waiters. Called with the lock held, after every change.
+    fn settle(&self, st: &mut State) -> anyhow::Result<()> {
+        let bytes = st.alloc.persist();
+        if bytes != st.written {
+            state_file::write_atomic(&self.path, &bytes)
+                .with_context(|| format!("saving the IPAM state to {}", self.path.display()))?;
+            st.written = bytes;
+        }
+        while let Some(t) = st.alloc.poll_transmit() {
+            st.outbox.push(t);
+        }
+        while let Some(ev) = st.alloc.poll_event() {
+            match ev {
+                Event::Allocated {
+                    request,
+                    addr,
+                    owner,
+                } => {
+                    info!(%addr, %owner, "address allocated");
+                    if let Some(w) = st.waiters.remove(&request) {
+                        let _ = w.send(Ok(addr));
+                    }
+                }
+                Event::Failed {
+                    request,
+                    owner,
+                    error,
+                } => {
+                    warn!(%owner, "allocation failed: {error}");
+                    if let Some(w) = st.waiters.remove(&request) {
+                        let _ = w.send(Err(error));
+                    }
+                }
+                Event::Conflict {
+                    addr,
+                    owner,
+                    owned_by,
+                } => {
+                    let by = owned_by
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "nobody".into());
+                    warn!(%addr, %owner, owned_by = %by, "address conflict: the workload holding it should be restarted");
+                }
+            }
+        }
+        if !st.outbox.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// A failed IPAM call.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The allocator refused the request.
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    /// The state could not be saved, so nothing was answered.
+    #[error("{0:#}")]
+    Persist(anyhow::Error),
+    /// The request was still pending when the caller's time ran out.
+    #[error(
+        "no address became available within {0:?}: the ring may not be ready yet (see `weft status ipam`) \
+         or no reachable peer has free space"
+    )]
+    Timeout(Duration),
+}
+
+/// Handle on the running IPAM service.
+#[derive(Clone)]
+pub struct IpamService {
+    shared: Arc<Shared>,
+}
+
+impl IpamService {
+    /// Starts the service: registers the `ipam` gossip channel on `mesh` and spawns the task
+    /// that sends the allocator's messages, fires its timers and follows the topology.
+    pub async fn start(
+        alloc: Allocator,
+        data_dir: &Path,
+        mesh: MeshHandle,
+    ) -> anyhow::Result<IpamService> {
+        let path = data_dir.join(IPAM_STATE_FILE);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                alloc,
+                written: Vec::new(),
+                outbox: Vec::new(),
+                waiters: HashMap::new(),
+                reachable: BTreeSet::new(),
+            }),
+            wake: Notify::new(),
+            path,
+            epoch: Instant::now(),
+        });
+        {
+            let mut st = shared.lock();
+            shared
+                .settle(&mut st)
+                .map_err(|e| e.context("starting IPAM"))?;
+        }
+        let service = IpamService { shared };
+        mesh.register(
+            IPAM_CHANNEL,
+            Box::new(IpamGossip {
+                service: service.clone(),
+            }),
+        )
+        .await
+        .context("registering the IPAM gossip channel")?;
+        tokio::spawn(service.clone().drive(mesh));
+        Ok(service)
+    }
+
+    /// Runs `f` on the allocator, then persists and queues what it produced.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Allocator, Duration) -> T,
+    ) -> Result<T, ServiceError> {
+        let now = self.shared.now();
+        let mut st = self.shared.lock();
+        let out = f(&mut st.alloc, now);
+        self.shared.settle(&mut st).map_err(ServiceError::Persist)?;
+        Ok(out)
+    }
+
+    /// Allocates (or, with `addr`, claims) an address for `owner`, waiting up to `wait` for a
+    /// pending request to complete.
+    pub async fn allocate(
+        &self,
+        owner: &str,
+        subnet: Option<Cidr>,
+        addr: Option<Ipv4Addr>,
+        wait: Duration,
+    ) -> Result<Ipv4Addr, ServiceError> {
+        let rx = {
+            let now = self.shared.now();
+            let mut st = self.shared.lock();
+            let result = match addr {
+                Some(a) => st.alloc.claim(owner, a, Some(now + wait), now),
+                None => st.alloc.allocate(owner, subnet, Some(now + wait), now),
+            };
+            let rx = match result {
+                Ok(Allocation::Ready(a)) => {
+                    self.shared.settle(&mut st).map_err(ServiceError::Persist)?;
+                    return Ok(a);
+                }
+                Ok(Allocation::Pending(id)) => {
+                    let (tx, rx) = oneshot::channel();
+                    st.waiters.insert(id, tx);
+                    rx
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.shared.settle(&mut st).map_err(ServiceError::Persist)?;
+            rx
+        };
+        self.shared.wake.notify_one();
+        match tokio::time::timeout(wait + Duration::from_secs(1), rx).await {
+            Ok(Ok(r)) => r.map_err(ServiceError::from),
+            _ => Err(ServiceError::Timeout(wait)),
+        }
+    }
+
+    /// The allocator's view, for `weft status ipam`.
+    pub fn status(&self) -> Status {
+        self.shared.lock().alloc.status()
+    }
+
+    /// Waits until the ring is ready (consensus reached or seeded), up to `wait`.
+    pub async fn prime(&self, wait: Duration) -> Result<(), ServiceError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if self.with(|a, now| a.prime(now))? {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ServiceError::Timeout(wait));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn drive(self, mesh: MeshHandle) {
+        let mut topology = mesh.topology();
+        self.follow_topology(&topology.borrow_and_update());
+        loop {
+            let outbox = {
+                let now = self.shared.now();
+                let mut st = self.shared.lock();
+                st.alloc.handle_timeout(now);
+                if let Err(e) = self.shared.settle(&mut st) {
+                    warn!("{e:#}");
+                }
+                std::mem::take(&mut st.outbox)
+            };
+            for t in outbox {
+                let sent = match t {
+                    Transmit::Broadcast(bytes) => mesh.gossip_update(IPAM_CHANNEL, bytes).await,
+                    Transmit::Unicast { to, bytes } => {
+                        mesh.unicast(PeerName(to.0), IPAM_CHANNEL, bytes).await
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+            let sleep = {
+                let st = self.shared.lock();
+                st.alloc
+                    .poll_timeout()
+                    .map(|t| t.saturating_sub(self.shared.now()))
+                    .unwrap_or(Duration::from_secs(60))
+            };
+            tokio::select! {
+                _ = self.shared.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                changed = topology.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.follow_topology(&topology.borrow_and_update());
+                }
+            }
+        }
+    }
+
+    fn follow_topology(&self, mesh: &MeshStatus) {
+        let now_reachable: BTreeSet<PeerId> = mesh
+            .peers
+            .iter()
+            .filter(|p| p.name != mesh.local.name)
+            .map(|p| PeerId(p.name.0))
+            .collect();
+        let now = self.shared.now();
+        let mut st = self.shared.lock();
+        let before = std::mem::replace(&mut st.reachable, now_reachable.clone());
+        for gone in before.difference(&now_reachable) {
+            st.alloc.peer_unreachable(*gone, now);
+        }
+        for new in now_reachable.difference(&before) {
+            st.alloc.peer_reachable(*new, now);
+        }
+        if let Err(e) = self.shared.settle(&mut st) {
+            warn!("{e:#}");
+        }
+    }
+}
+
+/// The allocator as a gossip channel of the mesh.
+struct IpamGossip {
+    service: IpamService,
+}
+
+impl IpamGossip {
+    fn run<T>(
+        &self,
+        f: impl FnOnce(&mut Allocator, Duration) -> Result<T, IpamError>,
+    ) -> Result<T, GossipError> {
+        match self.service.with(f) {
+            Ok(r) => r.map_err(|e| GossipError::new(e.to_string())),
+            Err(e) => Err(GossipError::new(e.to_string())),
+        }
+    }
+}
+
+impl Gossiper for IpamGossip {
+    fn full_state(&self) -> Vec<u8> {
+        self.service.shared.lock().alloc.full_state()
+    }
+
+    fn merge(&mut self, src: PeerName, update: &[u8]) -> Result<Option<Vec<u8>>, GossipError> {
+        self.run(|a, now| a.merge(PeerId(src.0), update, now))
+    }
+
+    fn on_unicast(&mut self, src: PeerName, payload: &[u8]) -> Result<(), GossipError> {
+        self.run(|a, now| a.on_unicast(PeerId(src.0), payload, now))
+    }
+}
