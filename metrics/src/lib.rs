@@ -6,6 +6,8 @@
 
 pub mod chunk;
 pub mod head;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod index;
 pub mod labels;
 pub mod promql;

@@ -173,6 +173,7 @@ struct Tenant {
     wal: Option<Wal>,
     limiter: RateLimiter,
     broken: bool,
+    samples_appended: u64,
 }
 
 /// The local store of one router.
@@ -274,9 +275,35 @@ impl Storage {
             wal,
             limiter: RateLimiter::new(&self.config.limits),
             broken: false,
+            samples_appended: 0,
         }));
         map.insert(id.clone(), tenant.clone());
         Ok(tenant)
+    }
+
+    /// The store's own metrics in the Prometheus text exposition format.
+    pub fn exposition(&self) -> Result<String, StorageError> {
+        let mut series = String::from(
+            "# HELP weft_tsdb_head_series Series in the head.\n# TYPE weft_tsdb_head_series gauge\n",
+        );
+        let mut samples = String::from(
+            "# HELP weft_tsdb_samples_appended_total Samples appended.\n# TYPE weft_tsdb_samples_appended_total counter\n",
+        );
+        for id in self.tenants()? {
+            let Some(handle) = self.existing(&id)? else {
+                continue;
+            };
+            let t = handle.read().map_err(|_| StorageError::Poisoned)?;
+            series.push_str(&format!(
+                "weft_tsdb_head_series{{tenant=\"{id}\"}} {}\n",
+                t.head.num_series()
+            ));
+            samples.push_str(&format!(
+                "weft_tsdb_samples_appended_total{{tenant=\"{id}\"}} {}\n",
+                t.samples_appended
+            ));
+        }
+        Ok(series + &samples)
     }
 
     fn check_label_limits(&self, batch: &[Series]) -> Result<(), WriteError> {
@@ -365,6 +392,7 @@ impl Store for Storage {
             }
         }
         t.limiter.take(n);
+        t.samples_appended += n as u64;
         t.head.commit(plan);
         Ok(stats)
     }

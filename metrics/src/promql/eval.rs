@@ -49,7 +49,7 @@ fn system_time_ms(t: &SystemTime) -> i64 {
 
 /// Converts parsed matchers (with the metric name and `or` groups) into store matchers: one
 /// list per alternative.
-fn matcher_sets(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
+pub(super) fn matcher_sets(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
     let convert = |m: &PMatcher| Matcher {
         name: m.name.clone(),
         op: match &m.op {

@@ -58,6 +58,14 @@ pub enum QueryError {
     Storage(#[from] StorageError),
 }
 
+/// The store matchers of a parsed series selector: one matcher list per `or` alternative, the
+/// metric name included (used for `match[]` parameters).
+pub fn selector_matchers(
+    vs: &promql_parser::parser::VectorSelector,
+) -> Vec<Vec<crate::index::Matcher>> {
+    eval::matcher_sets(vs)
+}
+
 fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     promql_parser::parser::parse(query)
         .map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
