@@ -857,11 +857,12 @@ impl Allocator {
             }
             return;
         }
-        if !self.ring.is_ready() && self.paxos.is_elector() {
-            if let Some(value) = self.paxos.consensus(self.quorum()) {
-                self.ring.seed(&value);
-                self.broadcast_due = true;
-            }
+        if !self.ring.is_ready()
+            && self.paxos.is_elector()
+            && let Some(value) = self.paxos.consensus(self.quorum())
+        {
+            self.ring.seed(&value);
+            self.broadcast_due = true;
         }
         if !self.ring.is_ready() {
             return;

@@ -35,6 +35,12 @@ impl Entry {
     }
 }
 
+/// How far `rmpeer` raises the versions it writes. The remover writes entries that are not
+/// its own, from a view that may miss the dead peer's last updates (free counts are bumped on
+/// every allocation and only spread with periodic gossip); jumping far ahead makes the
+/// takeover win over any of those instead of tying with one of them.
+const RMPEER_VERSION_JUMP: u64 = 1 << 32;
+
 /// The record that a peer's space was taken over by `rmpeer`: by whom, in which round. A peer
 /// that rejoins fresh can be removed again, in a higher epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -286,17 +292,13 @@ impl Ring {
                 },
             );
         }
-        if !self.entries.contains_key(&start) {
-            // A placeholder at version 0: the loop below makes it version 1, owned by `to`.
-            self.entries.insert(
-                start,
-                Entry {
-                    owner: me,
-                    version: 0,
-                    free: 0,
-                },
-            );
-        }
+        // A new token starts as a placeholder at version 0: the loop below makes it version 1,
+        // owned by `to`.
+        self.entries.entry(start).or_insert(Entry {
+            owner: me,
+            version: 0,
+            free: 0,
+        });
         let tokens: Vec<u64> = self.entries.range(start..end).map(|(&t, _)| t).collect();
         for t in tokens {
             let len = self.next_token(t) - t;
@@ -342,7 +344,7 @@ impl Ring {
                 by: t.by,
             });
         }
-        let taken = self.reassign(dead, me);
+        let taken = self.reassign(dead, me, RMPEER_VERSION_JUMP);
         if taken == 0 {
             return Err(IpamError::NothingToTakeOver(dead));
         }
@@ -359,19 +361,19 @@ impl Ring {
     /// `reset`: `me` hands all its segments to `heir` and records that it left. Returns the
     /// number of addresses handed.
     pub(crate) fn transfer_all(&mut self, me: PeerId, heir: PeerId) -> u64 {
-        let handed = self.reassign(me, heir);
+        let handed = self.reassign(me, heir, 1);
         self.bury(me, heir);
         handed
     }
 
-    fn reassign(&mut self, from: PeerId, to: PeerId) -> u64 {
+    fn reassign(&mut self, from: PeerId, to: PeerId, bump: u64) -> u64 {
         let tokens: Vec<(u64, u64)> = self.segments_of(from).map(|s| (s.start, s.len())).collect();
         let mut total = 0;
         for (t, len) in tokens {
             if let Some(e) = self.entries.get_mut(&t) {
                 *e = Entry {
                     owner: to,
-                    version: e.version + 1,
+                    version: e.version.saturating_add(bump),
                     free: len,
                 };
                 total += len;
