@@ -4,7 +4,9 @@
 //! `now_ms`). File I/O for the write-ahead log lives behind small types in [`wal`]. The HTTP API
 //! is behind the `http` cargo feature.
 
+pub mod block;
 pub mod chunk;
+pub mod codec;
 pub mod head;
 #[cfg(feature = "http")]
 pub mod http;

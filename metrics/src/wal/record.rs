@@ -2,6 +2,7 @@
 //! labels, sample records carry refs, timestamps and values. Decoding untrusted bytes never
 //! panics.
 
+use crate::codec::{CodecError, Reader, put_str, put_uvarint, put_varint};
 use crate::index::SeriesRef;
 use crate::labels::{Label, Labels, Sample};
 
@@ -25,6 +26,15 @@ pub enum RecordError {
     BadLabels(String),
 }
 
+impl From<CodecError> for RecordError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Truncated => RecordError::Truncated,
+            CodecError::Utf8(m) => RecordError::BadLabels(m),
+        }
+    }
+}
+
 /// One WAL record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WalRecord {
@@ -32,63 +42,6 @@ pub enum WalRecord {
     Series(Vec<(SeriesRef, Labels)>),
     /// Samples of series already logged.
     Samples(Vec<(SeriesRef, Sample)>),
-}
-
-fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        out.push((x as u8) | 0x80);
-        x >>= 7;
-    }
-    out.push(x as u8);
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_uvarint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// A cursor over untrusted bytes.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn uvarint(&mut self) -> Result<u64, RecordError> {
-        let mut x = 0u64;
-        for (i, &b) in self.buf.iter().enumerate().take(10) {
-            x |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                self.buf = &self.buf[i + 1..];
-                return Ok(x);
-            }
-        }
-        Err(RecordError::Truncated)
-    }
-
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
-        if n > self.buf.len() {
-            return Err(RecordError::Truncated);
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn string(&mut self) -> Result<String, RecordError> {
-        let len = usize::try_from(self.uvarint()?).map_err(|_| RecordError::Truncated)?;
-        let b = self.bytes(len)?;
-        String::from_utf8(b.to_vec()).map_err(|e| RecordError::BadLabels(e.to_string()))
-    }
-
-    /// A count of entries, bounded by the remaining bytes (each entry takes at least `min` bytes)
-    /// so that a corrupt count cannot make us allocate wildly.
-    fn count(&mut self, min: usize) -> Result<usize, RecordError> {
-        let n = usize::try_from(self.uvarint()?).map_err(|_| RecordError::Truncated)?;
-        if n > self.buf.len() / min {
-            return Err(RecordError::Truncated);
-        }
-        Ok(n)
-    }
 }
 
 impl WalRecord {
@@ -113,7 +66,7 @@ impl WalRecord {
                 put_uvarint(&mut out, samples.len() as u64);
                 for (r, s) in samples {
                     put_uvarint(&mut out, *r);
-                    put_uvarint(&mut out, ((s.t as u64) << 1) ^ ((s.t >> 63) as u64));
+                    put_varint(&mut out, s.t);
                     out.extend_from_slice(&s.v.to_bits().to_le_bytes());
                 }
             }
@@ -149,8 +102,7 @@ impl WalRecord {
                 let mut samples = Vec::with_capacity(n);
                 for _ in 0..n {
                     let sref = r.uvarint()?;
-                    let ut = r.uvarint()?;
-                    let t = ((ut >> 1) as i64) ^ -((ut & 1) as i64);
+                    let t = r.varint()?;
                     let b = r.bytes(8)?;
                     let mut bits = [0u8; 8];
                     bits.copy_from_slice(b);
