@@ -31,9 +31,9 @@ impl From<OverlayError> for ApiError {
     fn from(err: OverlayError) -> Self {
         let text = err.to_string();
         match err {
-            OverlayError::AddressInUse { .. } | OverlayError::IfnameExists { .. } => {
-                ApiError::Conflict(text)
-            }
+            OverlayError::AddressInUse { .. }
+            | OverlayError::IfnameExists { .. }
+            | OverlayError::RouteExists { .. } => ApiError::Conflict(text),
             OverlayError::NotAttached { .. }
             | OverlayError::NotExposed { .. }
             | OverlayError::NamespaceMissing { .. } => ApiError::NotFound(text),

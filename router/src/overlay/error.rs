@@ -96,6 +96,16 @@ pub enum OverlayError {
         /// The namespace.
         netns: String,
     },
+    /// The workload already routes the range through something else.
+    #[error(
+        "a route to {route} already exists in network namespace {netns} through another interface; remove it first"
+    )]
+    RouteExists {
+        /// The route.
+        route: Ipv4Network,
+        /// The namespace.
+        netns: String,
+    },
     /// The namespace (and interface) has no attachment to detach.
     #[error("nothing is attached to network namespace {netns}{}", ifname.as_deref().map(|i| format!(" as {i}")).unwrap_or_default())]
     NotAttached {

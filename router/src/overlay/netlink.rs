@@ -381,12 +381,7 @@ impl Netlink {
             })
             .filter_map(|n| {
                 n.attributes.into_iter().find_map(|a| match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
-                        Some(IpAddr::V4(ip))
-                    }
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
-                        Some(IpAddr::V6(ip))
-                    }
+                    NeighbourAttribute::Destination(addr) => fdb_destination(addr),
                     _ => None,
                 })
             })
@@ -433,6 +428,22 @@ impl Netlink {
     }
 }
 
+/// The IP of an FDB entry's `NDA_DST`: in bridge-family dumps it arrives as raw bytes.
+fn fdb_destination(addr: NeighbourAddress) -> Option<IpAddr> {
+    match addr {
+        NeighbourAddress::Inet(ip) => Some(IpAddr::V4(ip)),
+        NeighbourAddress::Inet6(ip) => Some(IpAddr::V6(ip)),
+        NeighbourAddress::Other(bytes) => match bytes.len() {
+            4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(bytes.as_slice())
+                .ok()
+                .map(IpAddr::from),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn flood_entry(index: u32, dst: IpAddr) -> NeighbourMessage {
     let mut msg = NeighbourMessage::default();
     msg.header.family = AddressFamily::Bridge;
@@ -452,4 +463,29 @@ fn flood_entry(index: u32, dst: IpAddr) -> NeighbourMessage {
 /// Whether `kind` names `expected` (`InfoKind`'s text form).
 pub(crate) fn is_kind(link: &Link, expected: &InfoKind) -> bool {
     link.kind.as_deref() == Some(expected.to_string().as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdb_destinations_from_raw_bytes() {
+        assert_eq!(
+            fdb_destination(NeighbourAddress::Other(vec![198, 18, 0, 2])),
+            Some(IpAddr::from([198, 18, 0, 2]))
+        );
+        assert_eq!(
+            fdb_destination(NeighbourAddress::Other(vec![0; 16])),
+            Some(IpAddr::from([0u8; 16]))
+        );
+        assert_eq!(
+            fdb_destination(NeighbourAddress::Other(vec![1, 2, 3])),
+            None
+        );
+        assert_eq!(
+            fdb_destination(NeighbourAddress::Inet(Ipv4Addr::new(10, 0, 0, 1))),
+            Some(IpAddr::from([10, 0, 0, 1]))
+        );
+    }
 }

@@ -23,7 +23,8 @@ use super::fdb::{changes, flood_targets};
 use super::netlink::{Link, Netlink, is_kind};
 use super::state::{OverlayState, StateStore};
 use super::workload::{
-    Attachment, NetnsId, NetnsRef, format_mac, host_ifname, local_mac, plan_attach, plan_expose,
+    Attachment, NetnsId, NetnsRef, format_mac, host_ifname, local_mac, multicast_route,
+    plan_attach, plan_expose,
 };
 use crate::mesh::MeshStatus;
 
@@ -226,8 +227,12 @@ impl Overlay {
             ns_nl.add_address(inside, plan.address).await?;
             ns_nl.set_up(inside, None, None).await?;
             for route in &plan.routes {
-                if !ns_nl.add_route(inside, *route).await? {
-                    debug!(route = %route, "route already present in the workload");
+                let added = ns_nl.add_route(inside, *route).await?;
+                if !added && *route != multicast_route() {
+                    return Err(OverlayError::RouteExists {
+                        route: *route,
+                        netns: path.display().to_string(),
+                    });
                 }
             }
             state.attachments.push(attachment.clone());
