@@ -96,6 +96,12 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
     });
 
     let fdb_task = overlay.follow(mesh.topology());
+    if router.encryption {
+        warn!(
+            "workload traffic between hosts goes over kernel VXLAN and is NOT encrypted: \
+             the password protects the mesh connections only until the encrypted sleeve lands"
+        );
+    }
     let ipam = IpamService::start(allocator, &args.data_dir, mesh.clone())
         .await
         .context("starting IPAM")?;
