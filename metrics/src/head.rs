@@ -132,6 +132,8 @@ pub struct Head {
     index: PostingsIndex,
     next_ref: SeriesRef,
     max_t: Option<i64>,
+    /// Samples before this are in blocks already and refused.
+    min_valid_t: i64,
 }
 
 /// Per-series state a plan tracks while walking a batch.
@@ -158,6 +160,68 @@ impl Head {
     /// Newest timestamp in the head.
     pub fn max_t(&self) -> Option<i64> {
         self.max_t
+    }
+
+    /// Oldest timestamp in the head.
+    pub fn min_t(&self) -> Option<i64> {
+        self.series
+            .values()
+            .flat_map(|m| {
+                m.chunks
+                    .first()
+                    .map(XorChunk::min_t)
+                    .into_iter()
+                    .chain(m.ooo.keys().next().copied())
+            })
+            .min()
+    }
+
+    /// Earliest timestamp accepted (the end of the newest block).
+    pub fn min_valid_t(&self) -> i64 {
+        self.min_valid_t
+    }
+
+    /// Refuses samples before `t` from now on (used when blocks exist on disk).
+    pub fn set_min_valid_t(&mut self, t: i64) {
+        self.min_valid_t = self.min_valid_t.max(t);
+    }
+
+    /// Drops every sample before `before` (now in a block), and series left without samples;
+    /// samples before `before` are refused from now on.
+    pub fn truncate(&mut self, before: i64) {
+        self.set_min_valid_t(before);
+        let mut old = std::mem::take(&mut self.series);
+        self.index = PostingsIndex::default();
+        self.by_labels.clear();
+        let mut refs: Vec<SeriesRef> = old.keys().copied().collect();
+        refs.sort_unstable();
+        for r in refs {
+            let Some(mut m) = old.remove(&r) else {
+                continue;
+            };
+            let keep_ooo = m.ooo.split_off(&before);
+            let in_order: Vec<Sample> = m
+                .chunks
+                .iter()
+                .flat_map(XorChunk::samples)
+                .filter(|s| s.t >= before)
+                .collect();
+            if in_order.is_empty() && keep_ooo.is_empty() {
+                continue;
+            }
+            let mut fresh = MemSeries {
+                labels: m.labels,
+                chunks: Vec::new(),
+                ooo: BTreeMap::new(),
+            };
+            for s in in_order {
+                fresh.push(s);
+            }
+            fresh.ooo = keep_ooo;
+            self.index.add(r, &fresh.labels);
+            self.by_labels.insert(fresh.labels.clone(), r);
+            self.series.insert(r, fresh);
+        }
     }
 
     /// The ref of a series, if it exists.
@@ -192,6 +256,13 @@ impl Head {
             };
             let existing = self.series.get(&r);
             for &s in &series.samples {
+                if s.t < self.min_valid_t {
+                    return Err(AppendError::TooOld {
+                        labels: series.labels.clone(),
+                        t: s.t,
+                        min_t: self.min_valid_t,
+                    });
+                }
                 let cursor = cursors.entry(r).or_insert_with(|| Cursor {
                     last: existing.and_then(MemSeries::last),
                 });
@@ -417,6 +488,33 @@ mod tests {
             append(&mut head, &[series("a", &[(40_000, 1.0)])]),
             Err(AppendError::TooOld { .. })
         ));
+        // After truncation, samples before the cut are refused and older data is gone.
+        let mut head2 = Head::new(HeadConfig {
+            ooo_window_ms: 60_000,
+        });
+        append(
+            &mut head2,
+            &[
+                series("a", &[(1_000, 1.0), (2_000, 2.0), (3_000, 3.0)]),
+                series("b", &[(1_000, 1.0)]),
+            ],
+        )
+        .unwrap();
+        head2.truncate(2_000);
+        assert_eq!(head2.num_series(), 1);
+        assert_eq!(head2.min_t(), Some(2_000));
+        assert_eq!(head2.select(&[], 0, i64::MAX)[0].samples.len(), 2);
+        assert!(matches!(
+            append(&mut head2, &[series("b", &[(1_500, 1.0)])]),
+            Err(AppendError::TooOld { .. })
+        ));
+        append(&mut head2, &[series("b", &[(2_500, 1.0)])]).unwrap();
+        assert_eq!(
+            head2.select(&[Matcher::equal("__name__", "b")], 0, i64::MAX)[0]
+                .samples
+                .len(),
+            1
+        );
         // A new series far behind the head is out of bounds.
         assert!(matches!(
             append(

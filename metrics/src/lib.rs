@@ -7,6 +7,7 @@
 pub mod block;
 pub mod chunk;
 pub mod codec;
+pub mod compact;
 pub mod head;
 #[cfg(feature = "http")]
 pub mod http;

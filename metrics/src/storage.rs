@@ -9,6 +9,8 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use crate::block::{BLOCK_RANGE_MS, Block, BlockError};
+use crate::compact::{merge_series, superseded};
 use crate::head::{AppendError, Head, HeadConfig};
 use crate::index::Matcher;
 use crate::labels::Series;
@@ -28,6 +30,10 @@ pub struct StorageConfig {
     pub segment_size: u64,
     /// How far in the future a sample may be.
     pub max_future_ms: i64,
+    /// Length of the blocks cut from the head.
+    pub block_range_ms: i64,
+    /// Blocks entirely older than this are deleted (`--metrics-retention`, default 15 days).
+    pub retention_ms: i64,
 }
 
 impl Default for StorageConfig {
@@ -38,6 +44,8 @@ impl Default for StorageConfig {
             limits: Limits::default(),
             segment_size: DEFAULT_SEGMENT_SIZE,
             max_future_ms: 10 * 60 * 1000,
+            block_range_ms: BLOCK_RANGE_MS,
+            retention_ms: 15 * 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -104,6 +112,12 @@ pub enum StorageError {
     /// A lock was poisoned by a panic elsewhere.
     #[error("storage lock poisoned")]
     Poisoned,
+    /// A block could not be read or written.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// The WAL could not be checkpointed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
 }
 
 /// What a successful write did.
@@ -171,6 +185,10 @@ pub trait Store: Send + Sync {
 struct Tenant {
     head: Head,
     wal: Option<Wal>,
+    /// The tenant's directory, when on disk.
+    dir: Option<PathBuf>,
+    /// Blocks sorted by time.
+    blocks: Vec<Block>,
     limiter: RateLimiter,
     broken: bool,
     samples_appended: u64,
@@ -245,10 +263,18 @@ impl Storage {
             return Ok(t.clone());
         }
         let mut head = Head::new(self.config.head);
-        let wal = match &self.config.dir {
+        let tenant_dir = self.config.dir.as_ref().map(|d| d.join(id.as_str()));
+        let blocks = match &tenant_dir {
+            Some(dir) => open_blocks(&dir.join("blocks"))?,
+            None => Vec::new(),
+        };
+        if let Some(end) = blocks.iter().map(|b| b.meta().max_t).max() {
+            head.set_min_valid_t(end);
+        }
+        let wal = match &tenant_dir {
             None => None,
             Some(dir) => {
-                let wal_dir = dir.join(id.as_str()).join("wal");
+                let wal_dir = dir.join("wal");
                 let (wal, report) =
                     Wal::open(&wal_dir, self.config.segment_size, |rec| match rec {
                         WalRecord::Series(series) => {
@@ -257,7 +283,9 @@ impl Storage {
                             }
                         }
                         WalRecord::Samples(samples) => {
-                            for (r, s) in samples {
+                            // Samples already in blocks (a crash before the checkpoint) are skipped.
+                            let min_valid = head.min_valid_t();
+                            for (r, s) in samples.into_iter().filter(|(_, s)| s.t >= min_valid) {
                                 head.append_unchecked(r, s);
                             }
                         }
@@ -273,6 +301,8 @@ impl Storage {
         let tenant = Arc::new(RwLock::new(Tenant {
             head,
             wal,
+            dir: tenant_dir,
+            blocks,
             limiter: RateLimiter::new(&self.config.limits),
             broken: false,
             samples_appended: 0,
@@ -408,9 +438,60 @@ impl Store for Storage {
             return Ok(Vec::new());
         };
         let t = handle.read().map_err(|_| StorageError::Poisoned)?;
-        Ok(t.head.select(matchers, mint, maxt))
+        let mut parts = Vec::new();
+        for b in t
+            .blocks
+            .iter()
+            .filter(|b| b.meta().max_t > mint && b.meta().min_t <= maxt)
+        {
+            parts.push(b.select(matchers, mint, maxt)?);
+        }
+        let head = t.head.select(matchers, mint, maxt);
+        if parts.is_empty() {
+            return Ok(head);
+        }
+        // The head goes last so that it wins on equal timestamps.
+        parts.push(head);
+        Ok(merge_series(parts))
     }
 }
+
+/// Opens the blocks of a tenant, removing unfinished (`.tmp`) and superseded ones.
+fn open_blocks(dir: &std::path::Path) -> Result<Vec<Block>, StorageError> {
+    let dir_err = |source| StorageError::Dir {
+        path: dir.to_owned(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(dir_err)?;
+    let mut blocks = Vec::new();
+    for entry in fs::read_dir(dir).map_err(dir_err)? {
+        let path = entry.map_err(dir_err)?.path();
+        if path.extension().is_some_and(|e| e == "tmp") {
+            tracing::warn!(path = %path.display(), "removing unfinished block");
+            fs::remove_dir_all(&path).map_err(|source| StorageError::Dir {
+                path: path.clone(),
+                source,
+            })?;
+            continue;
+        }
+        blocks.push(Block::open(&path)?);
+    }
+    let metas: Vec<_> = blocks.iter().map(|b| b.meta().clone()).collect();
+    let stale = superseded(&metas);
+    let (old, mut keep): (Vec<Block>, Vec<Block>) = blocks
+        .into_iter()
+        .partition(|b| stale.contains(&b.meta().id));
+    for b in old {
+        tracing::warn!(block = %b.meta().id, "removing block superseded by a compacted one");
+        b.delete()?;
+    }
+    keep.sort_by_key(|b| b.meta().min_t);
+    Ok(keep)
+}
+
+mod maintain;
+
+pub use maintain::MaintenanceReport;
 
 #[cfg(test)]
 mod tests;
