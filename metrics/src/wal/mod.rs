@@ -79,15 +79,34 @@ fn frame(record: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Outcome of scanning one segment's bytes.
-#[derive(Debug)]
-enum Scan {
+/// How the bytes of a segment end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scan {
     /// Every frame was valid.
     Clean,
     /// The last frame is incomplete or corrupt and reaches the end: valid up to `offset`.
-    TornTail { offset: u64, reason: String },
+    TornTail {
+        /// Length of the valid prefix.
+        offset: u64,
+        /// What is wrong with the last frame.
+        reason: String,
+    },
     /// A frame in the middle is corrupt.
-    Corrupt { offset: u64, reason: String },
+    Corrupt {
+        /// Offset of the bad frame.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Decodes the records of one segment's bytes, stopping at the first bad frame (the fuzzing
+/// entry point for the WAL reader: never panics).
+pub fn read_segment(data: &[u8]) -> (Vec<WalRecord>, Scan) {
+    let mut records = Vec::new();
+    let mut count = 0;
+    let end = scan_frames(data, &mut |r| records.push(r), &mut count);
+    (records, end)
 }
 
 /// Walks the frames of a segment, handing each valid record to `on_record`.

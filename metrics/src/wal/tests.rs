@@ -206,3 +206,34 @@ fn checkpoint_keeps_live_series_and_recent_samples_and_drops_segments() {
         1
     );
 }
+
+mod fuzz_like {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn segment() -> (Vec<WalRecord>, Vec<u8>) {
+        let records: Vec<WalRecord> = (0..4)
+            .flat_map(|i| [series_rec(i), samples_rec(i, i as i64)])
+            .collect();
+        let bytes = records.iter().flat_map(|r| frame(&r.encode())).collect();
+        (records, bytes)
+    }
+
+    proptest! {
+        #[test]
+        fn random_segments_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = read_segment(&bytes);
+        }
+
+        #[test]
+        fn a_flipped_byte_never_yields_wrong_records(pos in 0usize..10_000, bit in 0u8..8) {
+            let (records, mut bytes) = segment();
+            let pos = pos % bytes.len();
+            bytes[pos] ^= 1 << bit;
+            let (got, end) = read_segment(&bytes);
+            prop_assert!(end != Scan::Clean || got.len() == records.len());
+            prop_assert!(got.len() <= records.len());
+            prop_assert_eq!(&got[..], &records[..got.len()]);
+        }
+    }
+}
