@@ -11,4 +11,5 @@ pub mod daemon;
 pub mod ipam;
 pub mod mesh;
 pub mod overlay;
+pub mod sleeve;
 pub mod state_file;

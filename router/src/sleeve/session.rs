@@ -1,0 +1,301 @@
+//! One peer's sleeve session: seals our datagrams with the sending key and opens theirs with
+//! the receiving key, with a replay window per key epoch. The sender moves to the next key after
+//! [`SessionConfig::rekey_after`] datagrams, long before the 64-bit counter could wrap; the
+//! receiver follows when it sees the next epoch authenticate, and keeps the previous epoch for
+//! datagrams still in flight.
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key as AeadKey, Nonce, Tag};
+
+use super::error::SleeveError;
+use super::frame::{HEADER_LEN, Header, TAG_LEN};
+use super::keys::{Key, direction_key, next_key};
+use super::replay::ReplayWindow;
+use crate::mesh::PeerName;
+
+/// Tunables of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Datagrams sealed under one key before moving to the next.
+    pub rekey_after: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        // Far below the 2^64 nonces of a key and ChaCha20-Poly1305's safe per-key volume.
+        SessionConfig {
+            rekey_after: 1 << 40,
+        }
+    }
+}
+
+struct Epoch {
+    number: u8,
+    cipher: ChaCha20Poly1305,
+    key: Key,
+    window: ReplayWindow,
+}
+
+impl Epoch {
+    fn new(number: u8, key: Key) -> Epoch {
+        Epoch {
+            number,
+            cipher: ChaCha20Poly1305::new(AeadKey::from_slice(&key[..])),
+            key,
+            window: ReplayWindow::default(),
+        }
+    }
+
+    fn next(&self) -> Epoch {
+        Epoch::new(self.number.wrapping_add(1), next_key(&self.key))
+    }
+}
+
+/// The sleeve session with one peer.
+pub struct Session {
+    config: SessionConfig,
+    send: Epoch,
+    send_counter: u64,
+    sealed_epochs: u64,
+    recv: Epoch,
+    recv_prev: Option<Epoch>,
+}
+
+/// How many epochs a sending direction may use: the epoch byte must not wrap onto one the
+/// receiver still holds.
+const MAX_EPOCHS: u64 = 250;
+
+impl Session {
+    /// A session between `local` and `remote` from the handshake's sleeve key material.
+    pub fn new(
+        material: &[u8; 64],
+        local: PeerName,
+        remote: PeerName,
+        config: SessionConfig,
+    ) -> Session {
+        Session {
+            config,
+            send: Epoch::new(0, direction_key(material, local, remote)),
+            send_counter: 0,
+            sealed_epochs: 0,
+            recv: Epoch::new(0, direction_key(material, remote, local)),
+            recv_prev: None,
+        }
+    }
+
+    /// Seals `payload` into a datagram appended to `out`.
+    pub fn seal(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SleeveError> {
+        if self.send_counter >= self.config.rekey_after {
+            if self.sealed_epochs + 1 >= MAX_EPOCHS {
+                return Err(SleeveError::Exhausted);
+            }
+            self.send = self.send.next();
+            self.send_counter = 0;
+            self.sealed_epochs += 1;
+        }
+        let header = Header {
+            epoch: self.send.number,
+            counter: self.send_counter,
+        };
+        let head = header.encode();
+        let start = out.len();
+        out.extend_from_slice(&head);
+        out.extend_from_slice(payload);
+        let tag = self
+            .send
+            .cipher
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&header.nonce()),
+                &head,
+                &mut out[start + HEADER_LEN..],
+            )
+            .map_err(|_| SleeveError::Auth)?;
+        out.extend_from_slice(&tag);
+        self.send_counter += 1;
+        Ok(())
+    }
+
+    /// Opens a datagram, returning its payload. Replays, forgeries and datagrams of unusable
+    /// epochs are refused without changing the session.
+    pub fn open(&mut self, datagram: &[u8]) -> Result<Vec<u8>, SleeveError> {
+        let (header, sealed) = Header::decode(datagram)?;
+        let aad = &datagram[..HEADER_LEN];
+        let current = self.recv.number;
+        if header.epoch == current {
+            return open_in(&mut self.recv, header, aad, sealed);
+        }
+        if let Some(prev) = self.recv_prev.as_mut()
+            && header.epoch == prev.number
+        {
+            return open_in(prev, header, aad, sealed);
+        }
+        if header.epoch == current.wrapping_add(1) {
+            let mut next = self.recv.next();
+            let payload = open_in(&mut next, header, aad, sealed)?;
+            let old = std::mem::replace(&mut self.recv, next);
+            self.recv_prev = Some(old);
+            return Ok(payload);
+        }
+        Err(SleeveError::StaleEpoch {
+            got: header.epoch,
+            current,
+        })
+    }
+}
+
+fn open_in(
+    epoch: &mut Epoch,
+    header: Header,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, SleeveError> {
+    if !epoch.window.check(header.counter) {
+        return Err(SleeveError::Replay(header.counter));
+    }
+    let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+    let mut payload = body.to_vec();
+    epoch
+        .cipher
+        .decrypt_in_place_detached(
+            Nonce::from_slice(&header.nonce()),
+            aad,
+            &mut payload,
+            Tag::from_slice(tag),
+        )
+        .map_err(|_| SleeveError::Auth)?;
+    epoch.window.mark(header.counter);
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pair(rekey_after: u64) -> (Session, Session) {
+        let m = [42u8; 64];
+        let a: PeerName = "00:00:00:00:00:0a".parse().unwrap();
+        let b: PeerName = "00:00:00:00:00:0b".parse().unwrap();
+        let cfg = SessionConfig { rekey_after };
+        (Session::new(&m, a, b, cfg), Session::new(&m, b, a, cfg))
+    }
+
+    fn seal(s: &mut Session, p: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        s.seal(p, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn both_directions_round_trip_and_hide_the_payload() {
+        let (mut a, mut b) = pair(1 << 40);
+        let d = seal(&mut a, b"secret frame payload");
+        assert!(
+            !d.windows(6).any(|w| w == b"secret"),
+            "plaintext on the wire"
+        );
+        assert_eq!(b.open(&d).unwrap(), b"secret frame payload");
+        let back = seal(&mut b, b"reply");
+        assert_eq!(a.open(&back).unwrap(), b"reply");
+        // A direction's datagram does not open in the other direction.
+        let more = seal(&mut a, b"more");
+        assert_eq!(a.open(&more), Err(SleeveError::Auth));
+    }
+
+    #[test]
+    fn replays_and_forgeries_are_refused() {
+        let (mut a, mut b) = pair(1 << 40);
+        let d = seal(&mut a, b"x");
+        assert!(b.open(&d).is_ok());
+        assert_eq!(b.open(&d), Err(SleeveError::Replay(0)));
+        let mut forged = seal(&mut a, b"y");
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(b.open(&forged), Err(SleeveError::Auth));
+        // The forgery did not burn the counter: the genuine datagram still opens.
+        forged[last] ^= 1;
+        assert_eq!(b.open(&forged).unwrap(), b"y");
+        let mut header_changed = seal(&mut a, b"z");
+        header_changed[9] ^= 1;
+        assert_eq!(b.open(&header_changed), Err(SleeveError::Auth));
+    }
+
+    #[test]
+    fn rekeys_and_receiver_follows_with_reordering_across_the_boundary() {
+        let (mut a, mut b) = pair(3);
+        let first: Vec<_> = (0..3).map(|i| seal(&mut a, &[i])).collect();
+        let second: Vec<_> = (3..6).map(|i| seal(&mut a, &[i])).collect();
+        assert_eq!(first[0][1], 0);
+        assert_eq!(second[0][1], 1, "epoch advanced after 3 datagrams");
+        assert_eq!(b.open(&second[0]).unwrap(), [3]);
+        assert_eq!(
+            b.open(&first[2]).unwrap(),
+            [2],
+            "late datagram of the previous epoch"
+        );
+        assert_eq!(b.open(&first[0]).unwrap(), [0]);
+        assert_eq!(b.open(&second[1]).unwrap(), [4]);
+        assert_eq!(b.open(&first[0]), Err(SleeveError::Replay(0)));
+        let third = seal(&mut a, &[6]);
+        let fourth: Vec<_> = (7..10).map(|i| seal(&mut a, &[i])).collect();
+        assert_eq!(third[1], 2);
+        assert_eq!(fourth[2][1], 3);
+        // Epoch 3 is two ahead of the receiver's 1: refused until epoch 2 is seen.
+        assert!(matches!(
+            b.open(&fourth[2]),
+            Err(SleeveError::StaleEpoch { got: 3, current: 1 })
+        ));
+        assert_eq!(b.open(&third).unwrap(), [6]);
+        assert_eq!(b.open(&fourth[2]).unwrap(), [9]);
+        assert_eq!(
+            b.open(&fourth[0]).unwrap(),
+            [7],
+            "previous epoch still held"
+        );
+        // Epoch 0 is no longer held.
+        assert!(matches!(
+            b.open(&first[1]),
+            Err(SleeveError::StaleEpoch { got: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn sender_stops_before_the_epoch_byte_wraps() {
+        let (mut a, _) = pair(1);
+        let mut out = Vec::new();
+        let mut sealed = 0;
+        while a.seal(b"p", &mut out).is_ok() {
+            sealed += 1;
+            assert!(sealed < 1000, "never exhausted");
+        }
+        assert_eq!(a.seal(b"p", &mut out), Err(SleeveError::Exhausted));
+        assert_eq!(sealed, MAX_EPOCHS);
+    }
+
+    proptest! {
+        #[test]
+        fn any_payload_round_trips(payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..20)) {
+            let (mut a, mut b) = pair(4);
+            for p in &payloads {
+                let d = seal(&mut a, p);
+                prop_assert_eq!(d.len(), p.len() + HEADER_LEN + TAG_LEN);
+                prop_assert_eq!(&b.open(&d).unwrap(), p);
+            }
+        }
+
+        #[test]
+        fn garbage_never_opens_nor_panics(d in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let (_, mut b) = pair(4);
+            prop_assert!(b.open(&d).is_err());
+        }
+
+        #[test]
+        fn any_single_bit_flip_is_caught(p in proptest::collection::vec(any::<u8>(), 1..64), bit in 0usize..1000) {
+            let (mut a, mut b) = pair(1 << 40);
+            let mut d = seal(&mut a, &p);
+            let i = bit % (d.len() * 8);
+            d[i / 8] ^= 1 << (i % 8);
+            prop_assert!(b.open(&d).is_err());
+        }
+    }
+}
