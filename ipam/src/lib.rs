@@ -36,18 +36,44 @@
 //! and fails if the owner has it in use. Pending requests fail at their deadline or on cancel.
 //!
 //! # Leaving and removing
-//! `reset` hands all of this peer's entries to a reachable heir and leaves. `rmpeer PEER` takes
-//! over every entry of a peer that is gone for good, bumping versions, and records a
-//! *tombstone* `(epoch, remover)` for it in the ring.
+//! `reset` hands all of this peer's entries to a reachable heir (version bump, as their owner)
+//! and leaves; the router must get that broadcast out before deleting its state. `rmpeer PEER`
+//! takes over every entry of a peer that is gone for good. Both record a *tombstone*
+//! `(epoch, remover-or-heir)` for the departed peer in the ring (merged by maximum).
 //!
-//! **Two hosts at once.** If `rmpeer X` runs on host A and then on host B, B refuses once A's
-//! gossip has reached B: X owns nothing in B's view and the tombstone names A ("rmpeer refused:
-//! peer X's space was already taken over by A"). If both run before either hears of the other
-//! (a partition), both write X's entries at the same version; the join picks one winner
-//! deterministically (the higher peer name, for entries and tombstone alike), and the loser
-//! reports any address it handed out there as an [`Event::Conflict`]. Run `rmpeer` on one host
-//! and let it gossip. A removed peer that comes back with its old state notices its own
-//! tombstone once it loses entries to it, refuses all requests, and must start afresh.
+//! `rmpeer` is the one write by a non-owner, so it needs care:
+//! - **Precondition:** run it on a peer that has heard the departed peer's last state (wait
+//!   until `weft status ipam` shows it as unreachable with its space, after gossip settled).
+//!   Entries the remover never saw (for example space the dead peer donated just before it
+//!   died, known only to the recipient) are not taken over, so they stay with their owner.
+//! - **Version jump:** the takeover raises versions by 2^32, not 1. Free counts are bumped on
+//!   every allocation and spread only with periodic gossip, so the remover's view of the dead
+//!   peer's own entries is usually a few versions behind; the jump makes the takeover win over
+//!   those instead of tying with one.
+//! - **Two hosts at once:** once a tombstone names a remover, `rmpeer` of the same peer on any
+//!   other host is refused ("rmpeer refused: peer X's space was already taken over by A"),
+//!   whether X still owns something there or not; only A (or anyone, once A itself has left or
+//!   been removed) may run it again to collect space donated to X after the first run. The
+//!   guard works once A's gossip has reached the second host. If both run before either hears
+//!   of the other (a partition), both write X's entries at the same version; the join picks
+//!   one winner everywhere (the higher peer name, for entries and tombstone alike), and the
+//!   loser reports every address it handed out there as an [`Event::Conflict`]. Run `rmpeer`
+//!   on one host and let it gossip.
+//! - **Coming back:** a removed peer that restarts with its old state loses its entries at the
+//!   first merge, sees its own tombstone, reports its allocations as conflicts and refuses
+//!   every request ([`IpamError::Removed`]). Started afresh (no state) it owns nothing and can
+//!   ask for space again; a peer name that has a tombstone can then only be removed again by
+//!   the peer named in that tombstone, so give a rejoining host a new peer name.
+//!
+//! A donation can race with its recipient's departure (the request was in flight when it left);
+//! that space then shows under the departed peer in `weft status ipam` and `rmpeer` recovers
+//! it.
+//!
+//! # Persistence
+//! [`Allocator::persist`] holds the ring, the consensus claims (an acceptor must not forget its
+//! promises) and this peer's allocations. The caller writes it before sending anything the
+//! allocator produced or answering a request; a restart from those bytes then never forgets
+//! space it gave away or an address it handed out. Persisted state wins over `--ipalloc-init`.
 //!
 //! # Bytes
 //! Gossip, unicasts and persisted state are `prost` messages in an envelope with a magic, a

@@ -311,6 +311,29 @@ fn consensus_of_three_seeds_the_ring_and_an_observer_gets_space() {
 }
 
 #[test]
+fn consensus_without_a_size_uses_a_majority_of_the_peers_seen() {
+    let range = cidr("10.32.0.0/24");
+    let mut nodes: Vec<Allocator> = [A, B]
+        .iter()
+        .map(|&p| Allocator::new(Config::new(p, range, InitMode::Consensus(None))))
+        .collect();
+    nodes[0].peer_reachable(B, T0);
+    nodes[1].peer_reachable(A, T0);
+    let id = pending(nodes[0].allocate("c1", None, Some(Duration::from_secs(30)), T0));
+    let events = pump(&mut nodes, T0);
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Allocated { request, .. } if *request == id))
+    );
+    assert_eq!(
+        nodes[1].ranges_of(A).len() + nodes[1].ranges_of(B).len(),
+        2,
+        "split between both"
+    );
+}
+
+#[test]
 fn claim_of_another_peers_address_is_granted_or_refused() {
     let mut nodes = seeded(&[A, B], "10.32.0.0/24");
     let b_addr = ip("10.32.0.200");

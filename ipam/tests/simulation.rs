@@ -313,7 +313,12 @@ impl Sim {
                     return Err(format!("peer {i}: {owner} -> {addr} is not in lookup"));
                 }
             }
-            Err(IpamError::AddressInUse { .. } | IpamError::Removed { .. } | IpamError::Left) => {}
+            Err(
+                IpamError::AddressInUse { .. }
+                | IpamError::OwnedByOtherPeer { .. }
+                | IpamError::Removed { .. }
+                | IpamError::Left,
+            ) => {}
             Err(e) => return Err(format!("peer {i}: unexpected error {e}")),
         }
         Ok(())
@@ -723,7 +728,7 @@ fn run_many(seeds: std::ops::Range<u64>, steps: usize) {
         started.elapsed(),
         failures.len()
     );
-    for f in failures.iter().take(6) {
+    for f in failures.iter().take(20) {
         println!("{}", f.lines().next().unwrap_or_default());
     }
     assert!(

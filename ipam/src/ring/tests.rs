@@ -89,6 +89,35 @@ fn take_over_is_guarded_once_the_news_arrives() {
 }
 
 #[test]
+fn only_the_named_remover_collects_leftovers_unless_it_is_gone_too() {
+    let mut r = seeded();
+    let (dead, first, other) = (peer(3), peer(0), peer(1));
+    r.take_over(first, dead).expect("first rmpeer");
+    // Space donated to the dead peer after the first rmpeer (a late donation).
+    let (s, _) = r.owned_ranges(other)[0];
+    assert!(r.grant(other, s, s + 4, dead));
+    assert_eq!(
+        r.clone().take_over(other, dead),
+        Err(IpamError::AlreadyTakenOver {
+            peer: dead,
+            by: first
+        })
+    );
+    let mut again = r.clone();
+    assert_eq!(again.take_over(first, dead), Ok(4));
+    assert_eq!(
+        again.removed()[&dead],
+        Tombstone {
+            epoch: 2,
+            by: first
+        }
+    );
+    // Once the first remover has left, anyone may collect.
+    r.transfer_all(first, peer(2));
+    assert_eq!(r.take_over(other, dead), Ok(4));
+}
+
+#[test]
 fn concurrent_take_overs_resolve_to_one_winner_everywhere() {
     let mut a = seeded();
     let mut b = seeded();
