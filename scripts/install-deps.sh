@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages weft's demo and tests use, when any is missing.
-# Needs root (the namespace tests and the demo need it anyway).
+# Needs root (the namespace tests and the demo need it anyway); $1 says who needs it.
 set -euo pipefail
+if [ "$(id -u)" != 0 ]; then
+  echo "${1:-scripts/install-deps.sh: needs root}; run it as root (e.g. with sudo)" >&2
+  exit 1
+fi
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have ip || need+=(iproute2)

@@ -3,11 +3,7 @@
 # network-namespace end-to-end tests (these need root). Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" != 0 ]; then
-  echo "scripts/test.sh: the namespace tests need root; run it as root (e.g. with sudo)" >&2
-  exit 1
-fi
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh "scripts/test.sh: the namespace tests need root"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 echo "== cargo fmt --check"
 cargo fmt --all --check
