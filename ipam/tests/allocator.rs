@@ -206,6 +206,26 @@ fn allocate_is_idempotent_per_owner_and_frees() {
 }
 
 #[test]
+fn default_subnet_and_named_subnets_are_respected() {
+    let cfg = Config::new(A, cidr("10.32.0.0/16"), InitMode::Seed(vec![A, B]))
+        .with_default_subnet(cidr("10.32.1.0/24"))
+        .expect("inside");
+    let mut a = Allocator::new(cfg);
+    assert_eq!(ready(a.allocate("c1", None, None, T0)), ip("10.32.1.1"));
+    let named = cidr("10.32.7.0/24");
+    assert_eq!(
+        ready(a.allocate("c1", Some(named), None, T0)),
+        ip("10.32.7.1")
+    );
+    assert_eq!(
+        ready(a.allocate("c1", Some(named), None, T0)),
+        ip("10.32.7.1"),
+        "idempotent per subnet"
+    );
+    assert_eq!(a.lookup("c1"), vec![ip("10.32.1.1"), ip("10.32.7.1")]);
+}
+
+#[test]
 fn exhausted_peer_gets_space_donated() {
     // A /28 split in two: A owns .0-.7 and can hand out .1-.7 (.0 is the network address).
     let mut nodes = seeded(&[A, B], "10.32.0.0/28");
