@@ -22,6 +22,8 @@ pub(super) struct Evaluator<'a> {
     end: i64,
     /// Samples of each selector, keyed by the selector node's address.
     data: HashMap<usize, Vec<Series>>,
+    /// Samples loaded so far, checked against `max_samples`.
+    loaded: usize,
 }
 
 fn key(vs: &VectorSelector) -> usize {
@@ -88,6 +90,7 @@ impl<'a> Evaluator<'a> {
             start,
             end,
             data: HashMap::new(),
+            loaded: 0,
         }
     }
 
@@ -176,6 +179,12 @@ impl<'a> Evaluator<'a> {
         let mut merged: BTreeMap<crate::labels::Labels, Vec<Sample>> = BTreeMap::new();
         for matchers in matcher_sets(vs) {
             for s in store.select(tenant, &matchers, mint, maxt)? {
+                self.loaded += s.samples.len();
+                if self.loaded > self.config.max_samples {
+                    return Err(QueryError::Execution(
+                        "query processing would load too many samples into memory in query execution".into(),
+                    ));
+                }
                 merged.entry(s.labels).or_insert(s.samples);
             }
         }

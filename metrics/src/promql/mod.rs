@@ -29,6 +29,8 @@ pub struct EngineConfig {
     pub default_subquery_step_ms: i64,
     /// Most points a range query may return per series.
     pub max_points_per_series: i64,
+    /// Most samples a query may load from storage (Prometheus's `--query.max-samples`).
+    pub max_samples: usize,
 }
 
 impl Default for EngineConfig {
@@ -37,6 +39,7 @@ impl Default for EngineConfig {
             lookback_ms: 5 * 60 * 1000,
             default_subquery_step_ms: 60 * 1000,
             max_points_per_series: 11_000,
+            max_samples: 50_000_000,
         }
     }
 }

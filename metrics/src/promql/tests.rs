@@ -491,6 +491,20 @@ fn errors_are_clear() {
 }
 
 #[test]
+fn sample_limit_stops_big_queries() {
+    let st = store();
+    let cfg = EngineConfig {
+        max_samples: 100,
+        ..EngineConfig::default()
+    };
+    assert!(instant_query(&st, &tenant(), "count_over_time(temp[5m])", 600 * S, &cfg).is_ok());
+    assert!(matches!(
+        instant_query(&st, &tenant(), "count_over_time(req[10m])", 600 * S, &cfg),
+        Err(QueryError::Execution(m)) if m.contains("too many samples")
+    ));
+}
+
+#[test]
 fn range_queries() {
     let st = store();
     let cfg = EngineConfig::default();
