@@ -350,6 +350,17 @@ impl Block {
         Ok(out)
     }
 
+    /// Label sets of series matching all matchers with a chunk overlapping `[mint, maxt]`.
+    pub fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+        self.index
+            .select(matchers)
+            .into_iter()
+            .filter_map(|r| self.series.get(r as usize))
+            .filter(|s| s.chunks.iter().any(|c| c.max_t >= mint && c.min_t <= maxt))
+            .map(|s| s.labels.clone())
+            .collect()
+    }
+
     /// Deletes the block's directory.
     pub fn delete(self) -> Result<(), BlockError> {
         fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir))

@@ -387,6 +387,23 @@ impl Head {
         out
     }
 
+    /// Label sets of series matching all matchers with a sample in `[mint, maxt]` (judged from
+    /// chunk bounds, without decoding).
+    pub fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+        self.index
+            .select(matchers)
+            .into_iter()
+            .filter_map(|r| self.series.get(&r))
+            .filter(|m| {
+                m.chunks
+                    .iter()
+                    .any(|c| c.max_t() >= mint && c.min_t() <= maxt)
+                    || m.ooo.range(mint..=maxt).next().is_some()
+            })
+            .map(|m| m.labels.clone())
+            .collect()
+    }
+
     /// All series with their refs (for checkpoints).
     pub fn series_refs(&self) -> impl Iterator<Item = (SeriesRef, &Labels)> {
         self.series.iter().map(|(&r, m)| (r, &m.labels))

@@ -13,7 +13,7 @@ use crate::block::{BLOCK_RANGE_MS, Block, BlockError};
 use crate::compact::{merge_series, superseded};
 use crate::head::{AppendError, Head, HeadConfig};
 use crate::index::Matcher;
-use crate::labels::Series;
+use crate::labels::{Labels, Series};
 use crate::tenant::{Limits, RateLimiter, TenantId};
 use crate::wal::{DEFAULT_SEGMENT_SIZE, Wal, WalError, WalRecord};
 
@@ -149,6 +149,16 @@ pub trait Store: Send + Sync {
         maxt: i64,
     ) -> Result<Vec<Series>, StorageError>;
 
+    /// Label sets of series matching all matchers with samples in `[mint, maxt]`, sorted and
+    /// without reading samples.
+    fn series(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, StorageError>;
+
     /// Label names of series matching the matchers with samples in `[mint, maxt]`, sorted.
     fn label_names(
         &self,
@@ -158,8 +168,8 @@ pub trait Store: Send + Sync {
         maxt: i64,
     ) -> Result<Vec<String>, StorageError> {
         let mut names = BTreeSet::new();
-        for s in self.select(tenant, matchers, mint, maxt)? {
-            names.extend(s.labels.iter().map(|l| l.name.clone()));
+        for labels in self.series(tenant, matchers, mint, maxt)? {
+            names.extend(labels.iter().map(|l| l.name.clone()));
         }
         Ok(names.into_iter().collect())
     }
@@ -174,8 +184,8 @@ pub trait Store: Send + Sync {
         maxt: i64,
     ) -> Result<Vec<String>, StorageError> {
         let mut values = BTreeSet::new();
-        for s in self.select(tenant, matchers, mint, maxt)? {
-            values.extend(s.labels.get(name).map(str::to_owned));
+        for labels in self.series(tenant, matchers, mint, maxt)? {
+            values.extend(labels.get(name).map(str::to_owned));
         }
         Ok(values.into_iter().collect())
     }
@@ -453,6 +463,32 @@ impl Store for Storage {
         // The head goes last so that it wins on equal timestamps.
         parts.push(head);
         Ok(merge_series(parts))
+    }
+
+    fn series(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        let Some(handle) = self.existing(tenant)? else {
+            return Ok(Vec::new());
+        };
+        let t = handle.read().map_err(|_| StorageError::Poisoned)?;
+        let mut all: BTreeSet<Labels> = t
+            .head
+            .series_labels(matchers, mint, maxt)
+            .into_iter()
+            .collect();
+        for b in t
+            .blocks
+            .iter()
+            .filter(|b| b.meta().max_t > mint && b.meta().min_t <= maxt)
+        {
+            all.extend(b.series_labels(matchers, mint, maxt));
+        }
+        Ok(all.into_iter().collect())
     }
 }
 

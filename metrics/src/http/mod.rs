@@ -423,12 +423,7 @@ async fn series(
     let labels: Vec<Labels> = blocking(move || {
         let mut all = std::collections::BTreeSet::new();
         for m in &sets {
-            all.extend(
-                store
-                    .select(&tenant, m, start, end)?
-                    .into_iter()
-                    .map(|s| s.labels),
-            );
+            all.extend(store.series(&tenant, m, start, end)?);
         }
         Ok(all.into_iter().collect())
     })

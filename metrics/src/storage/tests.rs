@@ -210,6 +210,10 @@ fn blocks_compaction_and_retention_follow_the_injected_clock() {
                     .all(|(i, x)| x.t == i as i64 * MIN && x.v == i as f64)
             );
         }
+        // Series and label values come from block indexes and the head without samples.
+        assert_eq!(store.series(&t, &[], 0, H).unwrap().len(), 2);
+        assert_eq!(store.label_values(&t, "__name__", &[], 19 * H, 20 * H).unwrap(), vec!["a", "b"]);
+        assert!(store.series(&t, &[], 30 * H, 31 * H).unwrap().is_empty());
         // A range spanning block and head.
         let mid = store
             .select(&t, &[Matcher::equal("__name__", "a")], 17 * H, 19 * H)
