@@ -182,6 +182,17 @@ fn resolve_password(args: &LaunchArgs) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
+/// Removes the peer name file from `data_dir` (after `weft reset`, the next start is a new
+/// peer); returns its path if it existed.
+pub fn forget_peer_name(data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let path = data_dir.join(PEER_NAME_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(Some(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
 /// The peer name: `--name` if given (and then kept), else the one in the data dir, else a new one.
 fn peer_name(
     data_dir: &Path,

@@ -1,4 +1,5 @@
-//! Control API routes of IPAM: allocate/claim, free, lookup, status, rmpeer, prime.
+//! Control API routes of IPAM: allocate/claim, free, lookup, status, rmpeer, prime, and
+//! `reset` (hand this peer's space to another peer, remove the local state, stop).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -16,6 +17,10 @@ use crate::ipam::service::ServiceError;
 
 /// Longest a client may ask an allocation or `prime` to wait.
 const MAX_WAIT: Duration = Duration::from_secs(600);
+/// How long `reset` waits for its hand-over to leave, unless told otherwise.
+const RESET_WAIT: Duration = Duration::from_secs(5);
+/// Time the answer of `reset` gets to reach the client before the daemon stops.
+const STOP_AFTER_ANSWER: Duration = Duration::from_millis(100);
 
 /// Body of `POST /ipam/allocate`: an address for `owner`, any (from `subnet` or the default
 /// subnet) or exactly `addr` (a claim).
@@ -88,6 +93,25 @@ pub struct PrimeRequest {
     /// How long to wait for the ring, in milliseconds (default 60 000).
     #[serde(default)]
     pub wait_ms: Option<u64>,
+}
+
+/// Body of `POST /reset`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResetRequest {
+    /// How long to wait for the hand-over to leave, in milliseconds (default 5 000).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// Answer of `POST /reset`; the daemon stops right after sending it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResetResponse {
+    /// The peer that received this peer's space; absent when it owned none.
+    pub heir: Option<String>,
+    /// How many addresses were handed over.
+    pub addresses: u64,
+    /// Files removed from the data dir.
+    pub removed: Vec<String>,
 }
 
 /// One peer's share of the ring.
@@ -167,6 +191,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Ipam(e) => e.into(),
             ServiceError::Persist(_) => ApiError::Internal(e.to_string()),
             ServiceError::Timeout(_) => ApiError::Unavailable(e.to_string()),
+            ServiceError::ResetUndelivered { .. } | ServiceError::Remove { .. } => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }
@@ -175,9 +202,10 @@ impl From<IpamError> for ApiError {
     fn from(e: IpamError) -> Self {
         let text = e.to_string();
         match e {
-            IpamError::AddressInUse { .. } | IpamError::AlreadyTakenOver { .. } => {
-                ApiError::Conflict(text)
-            }
+            IpamError::AddressInUse { .. }
+            | IpamError::AlreadyTakenOver { .. }
+            | IpamError::NoHeir
+            | IpamError::BadHeir(_) => ApiError::Conflict(text),
             IpamError::NotAllocated { .. } | IpamError::NothingToTakeOver(_) => {
                 ApiError::NotFound(text)
             }
@@ -185,14 +213,13 @@ impl From<IpamError> for ApiError {
             | IpamError::Timeout { .. }
             | IpamError::Cancelled { .. }
             | IpamError::Left
-            | IpamError::Removed { .. }
-            | IpamError::NoHeir => ApiError::Unavailable(text),
+            | IpamError::Removed { .. } => ApiError::Unavailable(text),
             _ => ApiError::BadRequest(text),
         }
     }
 }
 
-/// The IPAM routes, under `/ipam/`.
+/// The IPAM routes, under `/ipam/`, and `/reset`.
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/ipam/allocate", post(allocate))
@@ -201,6 +228,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/ipam/status", get(status))
         .route("/ipam/rmpeer", post(rmpeer))
         .route("/ipam/prime", post(prime))
+        .route("/reset", post(reset))
 }
 
 fn wait(ms: Option<u64>, default: Duration) -> Result<Duration, ApiError> {
@@ -283,4 +311,42 @@ async fn prime(
     let wait = wait(req.wait_ms, Duration::from_secs(60))?;
     state.ipam.prime(wait).await?;
     Ok(Json(state.ipam.status().into()))
+}
+
+/// `weft reset`: refused while workloads are attached (their addresses would be given out
+/// again); otherwise hands the space over, removes `ipam.state` and `peer-name` (the next start
+/// is a new peer), answers, and stops the daemon.
+async fn reset(
+    State(state): State<ApiState>,
+    req: Result<Json<ResetRequest>, JsonRejection>,
+) -> Result<Json<ResetResponse>, ApiError> {
+    let req = body(req)?;
+    let wait = wait(req.wait_ms, RESET_WAIT)?;
+    let attached = state.overlay.list().await.attachments;
+    if !attached.is_empty() {
+        let names: Vec<&str> = attached.iter().map(|a| a.name.as_str()).collect();
+        return Err(ApiError::Conflict(format!(
+            "reset refused: {} workload(s) still attached ({}); detach them first with `weft detach`, \
+             or their addresses would be given out again",
+            attached.len(),
+            names.join(", ")
+        )));
+    }
+    let outcome = state.ipam.reset(wait).await?;
+    let mut removed = vec![state.ipam.state_path().display().to_string()];
+    if let Some(dir) = state.ipam.state_path().parent() {
+        let name_file = crate::daemon::forget_peer_name(dir)
+            .map_err(|e| ApiError::Internal(format!("reset: {e:#}")))?;
+        removed.extend(name_file.map(|p| p.display().to_string()));
+    }
+    let stop = state.stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(STOP_AFTER_ANSWER).await;
+        stop.notify_one();
+    });
+    Ok(Json(ResetResponse {
+        heir: outcome.heir.map(|h| h.to_string()),
+        addresses: outcome.addresses,
+        removed,
+    }))
 }

@@ -60,6 +60,9 @@ pub enum Command {
     },
     /// Wait until the address ring is ready (consensus reached), then show it.
     Prime,
+    /// Hand this peer's address space to a reachable peer, remove its local state (IPAM ring,
+    /// peer name) and stop the router; refused while workloads are attached.
+    Reset,
     /// Allocate, claim, free or look up addresses by owner id.
     #[command(subcommand)]
     Ipam(IpamVerb),

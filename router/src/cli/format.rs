@@ -199,3 +199,15 @@ pub fn ipam(s: &crate::api::ipam::IpamStatus) -> String {
     }
     out
 }
+
+/// `weft reset`: who got the space, which files went, and that the router stops.
+pub fn reset(r: &crate::api::ipam::ResetResponse) -> String {
+    let handed = match &r.heir {
+        Some(heir) => format!("handed {} addresses to {heir}", r.addresses),
+        None => "this peer owned no address space".to_string(),
+    };
+    format!(
+        "{handed}; removed {}; the router is stopping\n",
+        r.removed.join(", ")
+    )
+}

@@ -10,7 +10,7 @@ pub use args::{AttachArgs, Cli, Command, IpamVerb, LaunchArgs, NetnsArgs, Status
 
 use crate::api::ipam::{
     AddressesResponse, AllocateRequest, AllocateResponse, FreeRequest, LookupRequest, PrimeRequest,
-    RmpeerRequest, RmpeerResponse,
+    ResetRequest, ResetResponse, RmpeerRequest, RmpeerResponse,
 };
 
 use crate::api::{
@@ -101,6 +101,10 @@ async fn client_verb(client: &Client, command: Command) -> Result<String, crate:
                 .await?,
         ),
         Command::Ipam(verb) => ipam_verb(client, verb).await?,
+        Command::Reset => {
+            let r: ResetResponse = client.post("/reset", &ResetRequest::default()).await?;
+            format::reset(&r)
+        }
         Command::Report => {
             let report: serde_json::Value = client.get("/report").await?;
             serde_json::to_string_pretty(&report).unwrap_or_default()

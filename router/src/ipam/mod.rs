@@ -9,4 +9,6 @@
 
 pub mod service;
 
-pub use service::{IPAM_CHANNEL, IPAM_STATE_FILE, IpamService, load_allocator};
+pub use service::{
+    IPAM_CHANNEL, IPAM_STATE_FILE, IpamService, ResetOutcome, ServiceError, load_allocator,
+};

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 use tracing::{info, warn};
 use weft_ipam::{
     Allocation, Allocator, Cidr, Config, Event, IpamError, PeerId, RequestId, Status, Transmit,
@@ -21,6 +21,9 @@ use crate::state_file;
 pub const IPAM_CHANNEL: &str = "ipam";
 /// File in the data dir holding the allocator's persisted state.
 pub const IPAM_STATE_FILE: &str = "ipam.state";
+/// Time the connection writers get to put the hand-over of `reset` on the wire once the mesh
+/// has queued it (the mesh has no delivery acknowledgement).
+const RESET_GRACE: Duration = Duration::from_millis(300);
 
 /// Builds the allocator: from the state file when there is one (persisted state wins over
 /// `--ipalloc-init`), else fresh from `cfg`. A state file that cannot be read back stops the
@@ -43,15 +46,24 @@ struct State {
     alloc: Allocator,
     written: Vec<u8>,
     outbox: Vec<Transmit>,
+    /// Messages ever put in the outbox; compared with [`Shared::sent`].
+    queued: u64,
     waiters: HashMap<RequestId, oneshot::Sender<Result<Ipv4Addr, IpamError>>>,
     reachable: BTreeSet<PeerId>,
+    /// Set once `reset` handed the space away, so a repeated `reset` only finishes the job.
+    reset: Option<ResetOutcome>,
+    /// Set once the state file is removed for good: nothing is persisted any more.
+    retired: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
     wake: Notify,
+    /// Messages handed to the mesh so far.
+    sent: watch::Sender<u64>,
     path: PathBuf,
     epoch: Instant,
+    mesh: MeshHandle,
 }
 
 impl Shared {
@@ -69,13 +81,14 @@ impl Shared {
     /// completes waiters. Called with the lock held, after every change.
     fn settle(&self, st: &mut State) -> anyhow::Result<()> {
         let bytes = st.alloc.persist();
-        if bytes != st.written {
+        if bytes != st.written && !st.retired {
             state_file::write_atomic(&self.path, &bytes)
                 .with_context(|| format!("saving the IPAM state to {}", self.path.display()))?;
             st.written = bytes;
         }
         while let Some(t) = st.alloc.poll_transmit() {
             st.outbox.push(t);
+            st.queued += 1;
         }
         while let Some(ev) = st.alloc.poll_event() {
             match ev {
@@ -133,6 +146,37 @@ pub enum ServiceError {
          or no reachable peer has free space"
     )]
     Timeout(Duration),
+    /// `reset` handed the space over, but the message did not reach the mesh in time.
+    #[error(
+        "reset: this peer's space was handed to {heir}, but the message did not leave within {wait:?} \
+         (is the mesh stuck?); the state file {path} is kept so the hand-over is not lost; run \
+         `weft reset` again"
+    )]
+    ResetUndelivered {
+        /// The heir.
+        heir: String,
+        /// How long we waited.
+        wait: Duration,
+        /// The state file kept.
+        path: PathBuf,
+    },
+    /// The state file could not be removed after the hand-over.
+    #[error("reset: removing {path}: {source}")]
+    Remove {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What `reset` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetOutcome {
+    /// The peer that received this peer's space; `None` when it owned none.
+    pub heir: Option<PeerId>,
+    /// How many addresses were handed over.
+    pub addresses: u64,
 }
 
 /// Handle on the running IPAM service.
@@ -155,12 +199,17 @@ impl IpamService {
                 alloc,
                 written: Vec::new(),
                 outbox: Vec::new(),
+                queued: 0,
                 waiters: HashMap::new(),
                 reachable: BTreeSet::new(),
+                reset: None,
+                retired: false,
             }),
             wake: Notify::new(),
+            sent: watch::Sender::new(0),
             path,
             epoch: Instant::now(),
+            mesh: mesh.clone(),
         });
         {
             let mut st = shared.lock();
@@ -250,6 +299,78 @@ impl IpamService {
         }
     }
 
+    /// `weft reset`: hands this peer's space to the reachable peer owning most space, waits
+    /// (up to `wait`) until that message has been handed to the mesh and queued on its
+    /// connections, then removes the state file for good. Refused, changing nothing, when no
+    /// reachable peer can take the space. Calling it again after a timeout finishes the job.
+    pub async fn reset(&self, wait: Duration) -> Result<ResetOutcome, ServiceError> {
+        let (outcome, target) = {
+            let now = self.shared.now();
+            let mut st = self.shared.lock();
+            let outcome = match &st.reset {
+                Some(done) => done.clone(),
+                None => {
+                    let me = st.alloc.config().peer;
+                    let addresses = st
+                        .alloc
+                        .ranges_of(me)
+                        .iter()
+                        .map(|(first, last)| u64::from(u32::from(*last) - u32::from(*first)) + 1)
+                        .sum();
+                    let heir = st.alloc.reset(None, now)?;
+                    let outcome = ResetOutcome { heir, addresses };
+                    st.reset = Some(outcome.clone());
+                    outcome
+                }
+            };
+            self.shared.settle(&mut st).map_err(ServiceError::Persist)?;
+            (outcome, st.queued)
+        };
+        self.shared.wake.notify_one();
+        let mut sent = self.shared.sent.subscribe();
+        let delivered = tokio::time::timeout(wait, async {
+            // The mesh queues commands in order: once it answers a status request, it has
+            // passed the hand-over to the connections' writers.
+            sent.wait_for(|n| *n >= target).await.is_ok() && self.shared.mesh.status().await.is_ok()
+        })
+        .await;
+        if !matches!(delivered, Ok(true)) {
+            return Err(ServiceError::ResetUndelivered {
+                heir: outcome
+                    .heir
+                    .map_or_else(|| "nobody".into(), |h| h.to_string()),
+                wait,
+                path: self.shared.path.clone(),
+            });
+        }
+        if outcome.heir.is_some() {
+            tokio::time::sleep(RESET_GRACE).await;
+        }
+        self.shared.lock().retired = true;
+        match std::fs::remove_file(&self.shared.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ServiceError::Remove {
+                    path: self.shared.path.clone(),
+                    source,
+                });
+            }
+        }
+        info!(
+            heir = ?outcome.heir.map(|h| h.to_string()),
+            addresses = outcome.addresses,
+            "IPAM reset: space handed over, {} removed",
+            self.shared.path.display()
+        );
+        Ok(outcome)
+    }
+
+    /// The IPAM state file.
+    pub fn state_path(&self) -> &Path {
+        &self.shared.path
+    }
+
     async fn drive(self, mesh: MeshHandle) {
         let mut topology = mesh.topology();
         self.follow_topology(&topology.borrow_and_update());
@@ -273,6 +394,7 @@ impl IpamService {
                 if sent.is_err() {
                     return;
                 }
+                self.shared.sent.send_modify(|n| *n += 1);
             }
             let sleep = {
                 let st = self.shared.lock();

@@ -182,11 +182,14 @@ fn converged(routers: &[Router]) -> bool {
 fn names(routers: &[Router]) -> BTreeMap<String, String> {
     routers
         .iter()
-        .map(|r| {
-            let report = r.report().expect("report");
-            (r.host().to_owned(), report.name().expect("name").to_owned())
-        })
+        .map(|r| (r.host().to_owned(), names_of(r)))
         .collect()
+}
+
+/// The router's peer name.
+fn names_of(router: &Router) -> String {
+    let report = router.report().expect("report");
+    report.name().expect("name").to_owned()
 }
 
 /// Whether the router's mesh knows exactly `n` peers (itself included), so IPAM sees the
@@ -548,6 +551,138 @@ fn rmpeer_takes_over_once_and_a_second_rmpeer_is_refused() {
     );
     // The new owner allocates from the space it took over.
     assert_eq!(allocate_many(first, "taken", 5).len(), 5);
+}
+
+/// `weft reset` hands the space to a reachable peer, removes `ipam.state` and `peer-name`, and
+/// stops the router; started again in the same data dir it is a new peer that gets space by
+/// donation.
+#[test]
+fn reset_hands_space_over_removes_state_and_stops() {
+    let net = Net::new(3).expect("net");
+    let routers = three_routers(&net);
+    let names = names(&routers);
+    let before = ipam_status(&routers[0]);
+    let l = (0..3)
+        .max_by_key(|&i| size_of(&before, &names[routers[i].host()]))
+        .expect("routers");
+    let (leaver, stay) = (&routers[l], [(l + 1) % 3, (l + 2) % 3]);
+    let nl = &names[leaver.host()];
+    let size_l = size_of(&before, nl);
+    allocate_many(leaver, "r", 5);
+
+    let (state, name_file) = (
+        leaver.data_dir().join("ipam.state"),
+        leaver.data_dir().join("peer-name"),
+    );
+    let out = cli_ok(leaver, &["reset"]);
+    let heir = stay
+        .iter()
+        .map(|&i| names[routers[i].host()].clone())
+        .find(|n| out.starts_with(&format!("handed {size_l} addresses to {n};")))
+        .unwrap_or_else(|| panic!("reset did not name a remaining peer as heir: {out}"));
+    assert_eq!(
+        out,
+        format!(
+            "handed {size_l} addresses to {heir}; removed {}, {}; the router is stopping\n",
+            state.display(),
+            name_file.display()
+        )
+    );
+    let status = leaver
+        .wait_exit(Duration::from_secs(10))
+        .expect("the router still runs after `weft reset`");
+    assert!(
+        status.success(),
+        "weft launch exited with {status} after reset"
+    );
+    assert!(!state.exists(), "{} is still there", state.display());
+    assert!(
+        !name_file.exists(),
+        "{} is still there",
+        name_file.display()
+    );
+
+    let remaining: Vec<Router> = stay.iter().map(|&i| routers[i].clone()).collect();
+    net.wait_until(CONVERGE, "the others to see the hand-over", || {
+        remaining.iter().all(|r| {
+            let s = ipam_status(r);
+            size_of(&s, nl) == 0 && size_of(&s, &heir) == size_of(&before, &heir) + size_l
+        })
+    });
+    assert!(converged(&remaining));
+
+    // Started again in the same data dir, it is a new peer and gets space by donation.
+    leaver.restart().expect("restart after reset");
+    let new_name = names_of(leaver);
+    assert_ne!(&new_name, nl, "reset must drop the peer name");
+    let got = allocate_many(leaver, "again", 3);
+    assert_eq!(got.len(), 3);
+    net.wait_until(CONVERGE, "the ring views to agree again", || {
+        converged(&routers)
+    });
+    let mine = shares(&ipam_status(leaver));
+    let ranges = &mine.get(&new_name).expect("the new peer owns space").1;
+    for addr in got.values() {
+        assert!(
+            ranges.iter().any(|(a, b)| a <= addr && addr <= b),
+            "{addr} not in {ranges:?}"
+        );
+    }
+}
+
+/// `weft reset` is refused while workloads are attached and when no peer can take the space;
+/// either way the router keeps running with its state. A peer that owns nothing may leave.
+#[test]
+fn reset_without_heir_or_with_workloads_is_refused() {
+    let net = Net::new(2).expect("net");
+    let lone = launch(&net, 0, "consensus=1", &[]);
+    cli_ok(&lone, &["prime"]);
+    let addr = parse_allocated(&cli_ok(&lone, &["ipam", "allocate", "w1"]));
+    let w = net.add_workload(0, "w1").expect("workload");
+    cli_ok(
+        &lone,
+        &[
+            "attach",
+            &format!("{addr}/23"),
+            "--netns",
+            w.ns(),
+            "--name",
+            "w1",
+        ],
+    );
+    assert_eq!(
+        cli_err(&lone, &["reset"]),
+        "weft: reset refused: 1 workload(s) still attached (w1); detach them first with `weft \
+         detach`, or their addresses would be given out again\n"
+    );
+    cli_ok(&lone, &["detach", "--netns", w.ns()]);
+    let state = std::fs::read(lone.data_dir().join("ipam.state")).expect("ipam.state");
+    assert_eq!(
+        cli_err(&lone, &["reset"]),
+        "weft: reset refused: no reachable peer to hand this peer's space to; its addresses \
+         would be lost\n"
+    );
+    assert!(lone.is_running());
+    assert_eq!(lookup(&lone, "w1"), vec![addr]);
+    assert_eq!(
+        std::fs::read(lone.data_dir().join("ipam.state")).expect("ipam.state"),
+        state,
+        "a refused reset changed the state"
+    );
+
+    // consensus=3 on a lone router never makes a ring: it owns nothing and may leave.
+    let empty = launch(&net, 1, "consensus=3", &[]);
+    let out = cli_ok(&empty, &["reset"]);
+    assert!(
+        out.starts_with("this peer owned no address space; removed "),
+        "{out}"
+    );
+    assert!(
+        empty
+            .wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "the router did not stop after reset"
+    );
 }
 
 // ---- bad input through the real daemon ----
