@@ -1,6 +1,8 @@
 //! The README demo: three `weft` routers on three hosts (network namespaces on one underlay
-//! bridge), joined into one encrypted mesh; prints what `weft status` shows on each, then tears
-//! everything down. Nothing is added to the machine's own network namespace.
+//! bridge), joined into one encrypted mesh that agrees on an address ring (`consensus=3`); prints
+//! what `weft status` shows on each, allocates an address on each host and prints every host's
+//! `weft status ipam`, then tears everything down. Nothing is added to the machine's own network
+//! namespace.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +10,8 @@ use std::time::Duration;
 use weft_netns_tests::{Net, Router, poll_until};
 
 const PASSWORD: &str = "weft-demo-secret";
+/// The ring is made by consensus of the 3 routers.
+const IPAM_FLAGS: [&str; 2] = ["--ipalloc-init", "consensus=3"];
 
 fn main() -> ExitCode {
     match run() {
@@ -38,13 +42,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {} at {}", h.label(), h.addr());
     }
 
-    step("launching a router on each host: WEFT_PASSWORD=... weft launch [host1]");
+    step(&format!(
+        "launching a router on each host: WEFT_PASSWORD=... weft launch {} [host1]",
+        IPAM_FLAGS.join(" ")
+    ));
     let env = [("WEFT_PASSWORD", PASSWORD)];
-    let first = net.host(0).spawn_weft_env(&[], &env)?;
+    let first = net.host(0).spawn_weft_env(&IPAM_FLAGS, &env)?;
     let peer = first.addr().to_string();
     let mut routers = vec![first];
     for i in 1..3 {
-        routers.push(net.host(i).spawn_weft_env(&[&peer], &env)?);
+        let args = [&IPAM_FLAGS[..], &[peer.as_str()]].concat();
+        routers.push(net.host(i).spawn_weft_env(&args, &env)?);
     }
 
     step("waiting for every router to know all 3 peers over encrypted connections");
@@ -69,6 +77,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         routers[2].host()
     ));
     show(&routers[2], &["status", "peers"])?;
+
+    step("allocating an address on each host (the first allocation starts the consensus)");
+    for r in &routers {
+        let owner = format!("demo-{}", r.host());
+        show(r, &["ipam", "allocate", &owner])?;
+    }
+    for r in &routers {
+        step(&format!("the address ring as {} sees it", r.host()));
+        show(r, &["status", "ipam"])?;
+    }
 
     step("stopping the routers and removing the namespaces");
     for r in &routers {
