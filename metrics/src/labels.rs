@@ -2,6 +2,7 @@
 //! the staleness marker (a special NaN, bit-exact with Prometheus).
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Name of the label that holds the metric name.
 pub const METRIC_NAME: &str = "__name__";
@@ -75,14 +76,14 @@ impl Label {
 }
 
 /// A set of labels, sorted by name, without duplicate names and without empty values
-/// (an empty value means the label is absent, as in Prometheus).
+/// (an empty value means the label is absent, as in Prometheus). Shared, so cloning is cheap.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Vec<Label>);
+pub struct Labels(Arc<[Label]>);
 
 impl Labels {
     /// The empty label set.
     pub fn empty() -> Self {
-        Self(Vec::new())
+        Self(Arc::from(Vec::new()))
     }
 
     /// Builds a label set from labels already sorted by name, checking order, duplicates and
@@ -106,7 +107,7 @@ impl Labels {
             return Err(LabelsError::EmptyName);
         }
         Ok(Self(
-            labels.into_iter().filter(|l| !l.value.is_empty()).collect(),
+            labels.into_iter().filter(|l| !l.value.is_empty()).collect::<Vec<_>>().into(),
         ))
     }
 
@@ -132,7 +133,7 @@ impl Labels {
             out.push(l);
         }
         out.retain(|l| !l.value.is_empty() && !l.name.is_empty());
-        Self(out)
+        Self(out.into())
     }
 
     /// The value of label `name`, if present.
@@ -165,7 +166,7 @@ impl Labels {
 
     /// A copy with label `name` set to `value` (removed when `value` is empty).
     pub fn with(&self, name: &str, value: &str) -> Self {
-        let mut labels = self.0.clone();
+        let mut labels = self.0.to_vec();
         match labels.binary_search_by(|l| l.name.as_str().cmp(name)) {
             Ok(i) if value.is_empty() => {
                 labels.remove(i);
@@ -174,7 +175,7 @@ impl Labels {
             Err(_) if value.is_empty() => {}
             Err(i) => labels.insert(i, Label::new(name, value)),
         }
-        Self(labels)
+        Self(labels.into())
     }
 
     /// A copy without label `name`.
@@ -184,12 +185,12 @@ impl Labels {
 
     /// A copy keeping only the labels for which `keep` returns true.
     pub fn filtered(&self, keep: impl Fn(&str) -> bool) -> Self {
-        Self(self.0.iter().filter(|l| keep(&l.name)).cloned().collect())
+        Self(self.0.iter().filter(|l| keep(&l.name)).cloned().collect::<Vec<_>>().into())
     }
 
     /// The labels as a vector.
     pub fn into_vec(self) -> Vec<Label> {
-        self.0
+        self.0.to_vec()
     }
 }
 
