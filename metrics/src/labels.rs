@@ -2,7 +2,7 @@
 //! the staleness marker (a special NaN, bit-exact with Prometheus).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// Name of the label that holds the metric name.
 pub const METRIC_NAME: &str = "__name__";
@@ -83,7 +83,8 @@ pub struct Labels(Arc<[Label]>);
 impl Labels {
     /// The empty label set.
     pub fn empty() -> Self {
-        Self(Arc::from(Vec::new()))
+        static EMPTY: LazyLock<Labels> = LazyLock::new(|| Labels(Arc::from(Vec::new())));
+        EMPTY.clone()
     }
 
     /// Builds a label set from labels already sorted by name, checking order, duplicates and
@@ -107,7 +108,11 @@ impl Labels {
             return Err(LabelsError::EmptyName);
         }
         Ok(Self(
-            labels.into_iter().filter(|l| !l.value.is_empty()).collect::<Vec<_>>().into(),
+            labels
+                .into_iter()
+                .filter(|l| !l.value.is_empty())
+                .collect::<Vec<_>>()
+                .into(),
         ))
     }
 
@@ -185,7 +190,14 @@ impl Labels {
 
     /// A copy keeping only the labels for which `keep` returns true.
     pub fn filtered(&self, keep: impl Fn(&str) -> bool) -> Self {
-        Self(self.0.iter().filter(|l| keep(&l.name)).cloned().collect::<Vec<_>>().into())
+        Self(
+            self.0
+                .iter()
+                .filter(|l| keep(&l.name))
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+        )
     }
 
     /// The labels as a vector.

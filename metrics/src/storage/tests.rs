@@ -212,7 +212,12 @@ fn blocks_compaction_and_retention_follow_the_injected_clock() {
         }
         // Series and label values come from block indexes and the head without samples.
         assert_eq!(store.series(&t, &[], 0, H).unwrap().len(), 2);
-        assert_eq!(store.label_values(&t, "__name__", &[], 19 * H, 20 * H).unwrap(), vec!["a", "b"]);
+        assert_eq!(
+            store
+                .label_values(&t, "__name__", &[], 19 * H, 20 * H)
+                .unwrap(),
+            vec!["a", "b"]
+        );
         assert!(store.series(&t, &[], 30 * H, 31 * H).unwrap().is_empty());
         // A range spanning block and head.
         let mid = store
