@@ -417,6 +417,7 @@ impl Store for Storage {
             samples: n,
             new_series: plan.new_series.len(),
         };
+        let mut pending = None;
         if let Some(wal) = t.wal.as_mut() {
             let mut records = Vec::with_capacity(2);
             if !plan.new_series.is_empty() {
@@ -425,15 +426,29 @@ impl Store for Storage {
             if !plan.samples.is_empty() {
                 records.push(WalRecord::Samples(plan.samples.clone()));
             }
-            if let Err(e) = wal.log(&records) {
-                // A partly written frame may follow; refuse further writes so it stays the tail.
-                t.broken = true;
-                return Err(e.into());
+            match wal.append(&records) {
+                Ok(pos) => pending = Some((wal.syncer(), pos)),
+                Err(e) => {
+                    // A partly written frame may follow; refuse further writes so it stays the tail.
+                    t.broken = true;
+                    return Err(e.into());
+                }
             }
         }
         t.limiter.take(n);
         t.samples_appended += n as u64;
         t.head.commit(plan);
+        drop(t);
+        // Group commit: wait outside the tenant lock for an fsync covering this batch; the
+        // batch is acknowledged only after it.
+        if let Some((syncer, pos)) = pending
+            && let Err(e) = syncer.sync_to(pos)
+        {
+            if let Ok(mut t) = handle.write() {
+                t.broken = true;
+            }
+            return Err(e.into());
+        }
         Ok(stats)
     }
 

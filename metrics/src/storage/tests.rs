@@ -284,3 +284,38 @@ fn leftovers_of_interrupted_compaction_are_cleaned_on_open() {
         vec![Sample { t: 1, v: 1.0 }, Sample { t: 11, v: 2.0 }]
     );
 }
+
+#[test]
+fn concurrent_writers_share_fsyncs_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        dir: Some(dir.path().to_owned()),
+        segment_size: 32 * 1024,
+        ..StorageConfig::default()
+    };
+    let store = std::sync::Arc::new(Storage::open(config.clone()).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    store
+                        .write(
+                            &tid("t"),
+                            vec![series(&format!("w{w}"), &[(i * 1000, i as f64)])],
+                            0,
+                        )
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(store);
+    let store = Storage::open(config).unwrap();
+    let got = all(&store, "t");
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|s| s.samples.len() == 100));
+}

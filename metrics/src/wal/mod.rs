@@ -1,9 +1,11 @@
 //! Write-ahead log: numbered segment files of framed records, after Prometheus `tsdb/wlog`.
 //!
 //! Each frame is `len: u32 LE | crc32c: u32 LE | record`, where the CRC (Castagnoli, as in
-//! Prometheus) covers the record bytes. [`Wal::log`] writes a batch of records and calls
-//! `fsync` (`sync_data`) before returning, so a caller acknowledges a write only once it is
-//! durable; there is no group commit.
+//! Prometheus) covers the record bytes. [`Wal::log`] writes records and `fsync`s
+//! (`sync_data`) before returning. For group commit, writers call [`Wal::append`] under their
+//! lock and then [`WalSyncer::sync_to`] outside it: one `fsync` covers every writer waiting at
+//! that moment, and each acknowledges only after its own bytes are durable (no timer: the
+//! commit interval is the duration of one `fsync`).
 //!
 //! On open, the newest checkpoint then every later segment is replayed. A torn or corrupt
 //! *last* frame of the *last* segment (one that reaches the end of the file) is what a crash
@@ -11,12 +13,15 @@
 //! the middle of the log and is reported as [`WalError::Corrupt`], never skipped.
 
 mod record;
+mod sync;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use record::{RecordError, WalRecord};
+pub use sync::WalSyncer;
 
 use crate::index::SeriesRef;
 
@@ -47,6 +52,9 @@ pub enum WalError {
         /// What is wrong.
         reason: String,
     },
+    /// A lock was poisoned by a panic elsewhere.
+    #[error("wal lock poisoned")]
+    Poisoned,
     /// Segment numbers are not contiguous.
     #[error("wal segments not contiguous: {0} follows {1}")]
     Gap(u32, u32),
@@ -229,8 +237,10 @@ pub struct Wal {
     dir: PathBuf,
     segment_size: u64,
     current: u32,
-    file: File,
+    file: Arc<File>,
+    /// Bytes in the current segment.
     written: u64,
+    syncer: Arc<WalSyncer>,
 }
 
 impl Wal {
@@ -303,6 +313,8 @@ impl Wal {
             .map_err(io_err(&path))?;
         let written = file.metadata().map_err(io_err(&path))?.len();
         sync_dir(dir)?;
+        let file = Arc::new(file);
+        let syncer = Arc::new(WalSyncer::new(file.clone(), path));
         Ok((
             Self {
                 dir: dir.to_owned(),
@@ -310,6 +322,7 @@ impl Wal {
                 current,
                 file,
                 written,
+                syncer,
             },
             report,
         ))
@@ -322,37 +335,45 @@ impl Wal {
 
     /// Appends records and makes them durable (`fsync`) before returning.
     pub fn log(&mut self, records: &[WalRecord]) -> Result<(), WalError> {
+        let pos = self.append(records)?;
+        self.syncer.sync_to(pos)
+    }
+
+    /// Appends records without waiting for them to be durable; returns the position to pass to
+    /// [`WalSyncer::sync_to`] before acknowledging them (group commit).
+    pub fn append(&mut self, records: &[WalRecord]) -> Result<u64, WalError> {
         let mut buf = Vec::new();
         for r in records {
             buf.extend_from_slice(&frame(&r.encode()));
-        }
-        if buf.is_empty() {
-            return Ok(());
         }
         if self.written > 0 && self.written + buf.len() as u64 > self.segment_size {
             self.cut()?;
         }
         let path = self.dir.join(segment_name(self.current));
-        self.file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data())
-            .map_err(io_err(&path))?;
+        (&*self.file).write_all(&buf).map_err(io_err(&path))?;
         self.written += buf.len() as u64;
-        Ok(())
+        Ok(self.syncer.appended(buf.len() as u64))
+    }
+
+    /// The group-commit handle of this log.
+    pub fn syncer(&self) -> Arc<WalSyncer> {
+        self.syncer.clone()
     }
 
     /// Closes the current segment and starts the next one.
     pub fn cut(&mut self) -> Result<(), WalError> {
-        let old = self.dir.join(segment_name(self.current));
-        self.file.sync_all().map_err(io_err(&old))?;
         let next = self.current + 1;
         let path = self.dir.join(segment_name(next));
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = Arc::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?,
+        );
         sync_dir(&self.dir)?;
+        self.syncer.cut(file.clone(), path)?;
+        self.file = file;
         self.current = next;
         self.written = 0;
         Ok(())
