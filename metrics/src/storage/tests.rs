@@ -293,7 +293,7 @@ fn concurrent_writers_share_fsyncs_and_lose_nothing() {
         segment_size: 32 * 1024,
         ..StorageConfig::default()
     };
-    let store = std::sync::Arc::new(Storage::open(config.clone()).unwrap());
+    let store = Arc::new(Storage::open(config.clone()).unwrap());
     let threads: Vec<_> = (0..4)
         .map(|w| {
             let store = store.clone();
