@@ -1,5 +1,6 @@
-//! The multi-tenant store: one head (and one WAL when on disk) per tenant, the write path that
-//! validates a whole batch before writing any of it, and the read path.
+//! The multi-tenant store: per tenant a head, and on disk a WAL and blocks; the write path that
+//! validates a whole batch before writing any of it, the read path merging blocks and head, and
+//! maintenance (see [`Storage::maintain`]).
 //!
 //! Both paths go through the [`Store`] trait so that placement of series on peers and the merge
 //! of replicas (the metrics ring) can wrap a local [`Storage`] later without changing callers.
@@ -387,6 +388,10 @@ impl Store for Storage {
         now_ms: i64,
     ) -> Result<WriteStats, WriteError> {
         self.check_label_limits(&batch)?;
+        if self.existing(tenant).ok().flatten().is_none() {
+            // A new tenant gets a directory only for a batch that an empty head accepts.
+            Head::new(self.config.head).plan(&batch)?;
+        }
         let handle = self.tenant(tenant).map_err(|e| match e {
             StorageError::Open { source, .. } => WriteError::Wal(source),
             _ => WriteError::Unavailable(tenant.clone()),

@@ -69,6 +69,10 @@ fn refused_batch_writes_nothing_even_to_the_wal() {
         WriteError::Append(AppendError::OutOfOrder { .. })
     ));
     assert_eq!(all(&store, "t").len(), 1);
+    // A refused first batch of a new tenant creates nothing on disk.
+    let refused = store.write(&tid("fresh"), vec![series("x", &[(5, 1.0), (4, 1.0)])], 0);
+    assert!(refused.is_err());
+    assert!(!dir.path().join("fresh").exists());
     drop(store);
     let store = Storage::open(config).unwrap();
     let got = all(&store, "t");
