@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod api;
+pub mod attach;
 pub mod cli;
 pub mod daemon;
 pub mod ipam;

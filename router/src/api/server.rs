@@ -20,10 +20,11 @@ use super::types::{
     PsResponse, Report, RouterInfo, WorkloadInfo,
 };
 use crate::address::parse_peer;
+use crate::attach::AttachInput;
 use crate::cli::format;
 use crate::ipam::IpamService;
 use crate::mesh::driver::MeshHandle;
-use crate::overlay::{AttachSpec, NetnsRef, Overlay};
+use crate::overlay::{NetnsRef, Overlay};
 
 /// What the handlers reach: the running parts of the daemon.
 #[derive(Clone)]
@@ -172,16 +173,14 @@ async fn attach(
     req: Result<Json<AttachRequest>, JsonRejection>,
 ) -> Result<Json<OverlayChange>, ApiError> {
     let req = body(req)?;
-    let netns = NetnsRef::from_parts(req.netns, req.pid)?;
-    let attached = state
-        .overlay
-        .attach(AttachSpec {
-            address: req.address,
-            netns,
-            name: req.name,
-            ifname: req.ifname,
-        })
-        .await?;
+    let input = AttachInput {
+        address: req.address,
+        netns: NetnsRef::from_parts(req.netns, req.pid)?,
+        name: req.name,
+        ifname: req.ifname,
+        owner: req.owner,
+    };
+    let attached = crate::attach::attach(&state.ipam, &state.overlay, input).await?;
     Ok(Json(OverlayChange {
         workloads: vec![WorkloadInfo::from(&attached)],
         addresses: Vec::new(),
@@ -194,7 +193,7 @@ async fn detach(
 ) -> Result<Json<OverlayChange>, ApiError> {
     let req = body(req)?;
     let netns = NetnsRef::from_parts(req.netns, req.pid)?;
-    let gone = state.overlay.detach(netns, req.ifname).await?;
+    let gone = crate::attach::detach(&state.ipam, &state.overlay, netns, req.ifname).await?;
     Ok(Json(OverlayChange {
         workloads: gone.iter().map(WorkloadInfo::from).collect(),
         addresses: Vec::new(),

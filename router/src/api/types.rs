@@ -64,8 +64,9 @@ pub struct ErrorBody {
 /// Body of `POST /attach`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttachRequest {
-    /// `ADDR/PREFIX` inside the overlay range.
-    pub address: String,
+    /// `ADDR/PREFIX` inside the overlay range; allocated by IPAM when absent.
+    #[serde(default)]
+    pub address: Option<String>,
     /// Namespace path or `ip netns` name (exactly one of `netns` and `pid`).
     #[serde(default)]
     pub netns: Option<String>,
@@ -78,6 +79,9 @@ pub struct AttachRequest {
     /// Interface inside the namespace; `ethwe` when absent.
     #[serde(default)]
     pub ifname: Option<String>,
+    /// IPAM owner id (e.g. a container id); the namespace path when absent.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// Body of `POST /detach`.

@@ -108,8 +108,8 @@ pub struct NetnsArgs {
 /// Flags of `weft attach`.
 #[derive(Debug, Clone, Args)]
 pub struct AttachArgs {
-    /// ADDR/PREFIX inside the overlay range, e.g. 10.32.0.5/12.
-    pub address: String,
+    /// ADDR/PREFIX inside the overlay range, e.g. 10.32.0.5/12; allocated by IPAM when absent.
+    pub address: Option<String>,
     /// Which namespace.
     #[command(flatten)]
     pub netns: NetnsArgs,

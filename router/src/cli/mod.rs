@@ -123,6 +123,7 @@ async fn client_verb(client: &Client, command: Command) -> Result<String, crate:
                 pid: a.netns.pid,
                 name: a.name,
                 ifname: Some(a.ifname),
+                owner: None,
             };
             format::attached(&client.post("/attach", &req).await?)
         }

@@ -280,6 +280,16 @@ impl IpamService {
         }
     }
 
+    /// The subnet allocations use when none is named.
+    pub fn default_subnet(&self) -> Cidr {
+        self.shared.lock().alloc.config().default_subnet
+    }
+
+    /// Whether `ip` lies in the allocation range.
+    pub fn range_contains(&self, ip: Ipv4Addr) -> bool {
+        self.shared.lock().alloc.config().range.contains(ip)
+    }
+
     /// The allocator's view, for `weft status ipam`.
     pub fn status(&self) -> Status {
         self.shared.lock().alloc.status()

@@ -639,17 +639,8 @@ fn reset_without_heir_or_with_workloads_is_refused() {
     cli_ok(&lone, &["prime"]);
     let addr = parse_allocated(&cli_ok(&lone, &["ipam", "allocate", "w1"]));
     let w = net.add_workload(0, "w1").expect("workload");
-    cli_ok(
-        &lone,
-        &[
-            "attach",
-            &format!("{addr}/23"),
-            "--netns",
-            w.ns(),
-            "--name",
-            "w1",
-        ],
-    );
+    // Attach without an address: IPAM allocates one for the workload's namespace.
+    cli_ok(&lone, &["attach", "--netns", w.ns(), "--name", "w1"]);
     assert_eq!(
         cli_err(&lone, &["reset"]),
         "weft: reset refused: 1 workload(s) still attached (w1); detach them first with `weft \
@@ -845,4 +836,38 @@ fn corrupt_state_file_refuses_to_start_and_is_kept() {
     std::fs::write(&path, &good).expect("restore");
     router.restart().expect("restart with the good state");
     assert_eq!(lookup(&router, "keep-me").len(), 1);
+}
+
+/// `weft attach` without an address takes one from IPAM for the workload's namespace, a failed
+/// attach gives it back, and `weft detach` frees it.
+#[test]
+fn attach_without_address_allocates_and_detach_frees() {
+    let net = Net::new(1).expect("net");
+    let r = launch(&net, 0, "consensus=1", &[]);
+    cli_ok(&r, &["prime"]);
+    let w = net.add_workload(0, "wa").expect("workload");
+    let owner = format!("netns:/run/netns/{}", w.ns());
+    let out = cli_ok(&r, &["attach", "--netns", w.ns(), "--name", "wa"]);
+    let got = lookup(&r, &owner);
+    assert_eq!(got.len(), 1, "one address for {owner}: {got:?}");
+    assert!(
+        out.contains(&got[0].to_string()),
+        "attach printed {out:?}, IPAM holds {got:?}"
+    );
+    let inside = text(
+        &w.exec(&["ip", "-4", "addr", "show", "ethwe"])
+            .expect("ip addr"),
+    );
+    assert!(
+        inside.contains(&format!("{}/", got[0])),
+        "workload has {inside}"
+    );
+
+    // A second attach of the same namespace fails on the interface name; the address it took
+    // for the same owner is the same one, and stays allocated for the first attachment.
+    cli_err(&r, &["attach", "--netns", w.ns()]);
+    assert_eq!(lookup(&r, &owner), got);
+
+    cli_ok(&r, &["detach", "--netns", w.ns()]);
+    assert!(lookup(&r, &owner).is_empty(), "detach freed the address");
 }

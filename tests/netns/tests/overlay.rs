@@ -529,7 +529,8 @@ fn bad_input_is_refused_and_leaves_nothing() {
         ),
         (
             vec!["attach", "10.32.2.1/12", "--netns", other.ns()],
-            "already in use by workload w",
+            // IPAM refuses first: the address is held by the other workload's namespace.
+            "is already allocated to 'netns:/run/netns/",
         ),
         (
             vec!["attach", "10.32.2.9/12", "--netns", w.ns()],
