@@ -1,17 +1,18 @@
 //! Compares weft's PromQL engine with the real Prometheus on the same data.
 //!
-//! The test generates counters (with churn and a reset), gauges, an info metric and a classic
-//! histogram, backfills them into a Prometheus data directory with `promtool tsdb
-//! create-blocks-from openmetrics`, starts `prometheus` on a loopback port, writes the same
-//! samples into a weft [`Storage`], and evaluates every expression of
-//! `testdata/promql_compare.txt` on both, as instant queries at several times and as range
-//! queries. Results must have the same series, with values equal within a relative tolerance
-//! of 1e-6 (NaN equals NaN); an expression that fails on one side must fail on the other.
+//! The test generates counters (with churn, a reset and staleness markers), gauges, an info
+//! metric and a classic histogram, starts `prometheus --web.enable-remote-write-receiver` on a
+//! loopback port and pushes every scrape round to it with weft's remote_write encoder (so the
+//! encoder is checked against the real receiver too), writes the same batches into a weft
+//! [`Storage`], and evaluates every expression of `testdata/promql_compare.txt` on both, as
+//! instant queries at several times and as range queries. Results must have the same series,
+//! with values equal within a relative tolerance of 1e-6 (NaN equals NaN); an expression that
+//! fails on one side must fail on the other.
 //!
 //! Debian ships Prometheus 2.42, whose range and lookback windows are closed where 3.x's are
 //! left-open: samples lie at odd milliseconds and evaluation times at whole seconds (not
 //! multiples of a minute), so no sample ever sits on a window boundary. The test is skipped,
-//! with a message, when `prometheus` or `promtool` is not installed.
+//! with a message, when `prometheus` is not installed.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -20,8 +21,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use weft_metrics::labels::{Labels, Sample, Series};
+use weft_metrics::labels::{Labels, Sample, Series, stale_nan};
 use weft_metrics::promql::{EngineConfig, QueryValue, instant_query, range_query};
+use weft_metrics::remote_write::encode_write_request;
 use weft_metrics::storage::{Storage, StorageConfig, Store};
 use weft_metrics::tenant::TenantId;
 
@@ -85,6 +87,13 @@ fn dataset() -> Vec<Series> {
                         v,
                     });
                 }
+                if to < POINTS {
+                    // The series disappears: a scrape writes a staleness marker.
+                    samples.push(Sample {
+                        t: at(to, offset),
+                        v: stale_nan(),
+                    });
+                }
                 out.push(Series {
                     labels: labels(&[
                         ("__name__", "http_requests_total"),
@@ -105,7 +114,7 @@ fn dataset() -> Vec<Series> {
             (0, POINTS)
         };
         let mut v = 20.0;
-        let samples = (from..to)
+        let mut samples: Vec<Sample> = (from..to)
             .map(|i| {
                 v += (rng.unit() - 0.5) * 0.8;
                 Sample {
@@ -114,6 +123,12 @@ fn dataset() -> Vec<Series> {
                 }
             })
             .collect();
+        if to < POINTS {
+            samples.push(Sample {
+                t: at(to, offset),
+                v: stale_nan(),
+            });
+        }
         out.push(Series {
             labels: labels(&[
                 ("__name__", "node_temp"),
@@ -187,30 +202,6 @@ fn dataset() -> Vec<Series> {
     out
 }
 
-fn openmetrics(data: &[Series]) -> String {
-    let mut out = String::new();
-    for s in data {
-        let name = s.labels.metric_name().unwrap_or("");
-        let rest: Vec<String> = s
-            .labels
-            .iter()
-            .filter(|l| l.name != "__name__")
-            .map(|l| format!("{}=\"{}\"", l.name, l.value))
-            .collect();
-        for x in &s.samples {
-            out.push_str(&format!(
-                "{name}{{{}}} {} {}.{:03}\n",
-                rest.join(","),
-                x.v,
-                x.t / 1000,
-                x.t % 1000
-            ));
-        }
-    }
-    out.push_str("# EOF\n");
-    out
-}
-
 /// The Prometheus server started by the test; killed when dropped.
 struct Prometheus {
     child: Child,
@@ -233,21 +224,8 @@ fn installed(bin: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn start_prometheus(dir: &Path, data: &[Series]) -> Prometheus {
-    let om = dir.join("data.om");
-    std::fs::write(&om, openmetrics(data)).expect("write openmetrics");
+fn start_prometheus(dir: &Path) -> Prometheus {
     let tsdb = dir.join("tsdb");
-    let out = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&om)
-        .arg(&tsdb)
-        .output()
-        .expect("run promtool");
-    assert!(
-        out.status.success(),
-        "promtool failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 15s\n").expect("write config");
     let port = TcpListener::bind("127.0.0.1:0")
@@ -259,6 +237,7 @@ fn start_prometheus(dir: &Path, data: &[Series]) -> Prometheus {
         .arg(format!("--storage.tsdb.path={}", tsdb.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--storage.tsdb.retention.time=100y")
+        .arg("--web.enable-remote-write-receiver")
         .arg("--log.level=error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -286,6 +265,27 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_owned()))
+}
+
+/// POSTs a remote_write body; returns the HTTP status.
+fn push(port: u16, body: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "POST /api/v1/write HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n\
+         Content-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .ok()?;
+    s.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn urlencode(s: &str) -> String {
@@ -478,13 +478,13 @@ fn describe(r: &Res) -> String {
 
 #[test]
 fn promql_matches_real_prometheus() {
-    if !installed("prometheus") || !installed("promtool") {
-        eprintln!("skipped: prometheus/promtool not installed (apt-get install prometheus)");
+    if !installed("prometheus") {
+        eprintln!("skipped: prometheus not installed (apt-get install prometheus)");
         return;
     }
     let data = dataset();
     let dir = tempfile::tempdir().expect("tempdir");
-    let prom = start_prometheus(dir.path(), &data);
+    let prom = start_prometheus(dir.path());
 
     let store = Storage::open(StorageConfig::default()).expect("storage");
     let tenant = TenantId::new("compare").expect("tenant");
@@ -503,6 +503,11 @@ fn promql_matches_real_prometheus() {
                 })
             })
             .collect();
+        assert_eq!(
+            push(prom.port, &encode_write_request(&batch)),
+            Some(204),
+            "push round {i} to prometheus"
+        );
         store
             .write(&tenant, batch, BASE_MS + 3 * 3600 * 1000)
             .expect("write");
@@ -524,6 +529,20 @@ fn promql_matches_real_prometheus() {
     // Whole seconds that are not multiples of 5 s, so subquery steps never hit a boundary.
     let times: Vec<i64> = (0..3).map(|k| BASE_MS + (3607 + 171 * k) * 1000).collect();
     let (start, end, step) = (times[0], times[0] + 1800 * 1000, 61 * 1000);
+    // Sanity: Prometheus really holds the pushed data.
+    let probe = format!(
+        "/api/v1/query?query={}&time={}",
+        urlencode("count(http_requests_total)"),
+        times[0] / 1000
+    );
+    match prometheus_result(prom.port, &probe) {
+        Res::Vector(v) => assert_eq!(
+            v.values().copied().collect::<Vec<_>>(),
+            vec![12.0],
+            "all counters are alive at the first evaluation time"
+        ),
+        other => panic!("prometheus has no data: {other:?}"),
+    }
     let mut failures = Vec::new();
     let mut compared = 0;
     for expr in &exprs {
