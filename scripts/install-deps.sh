@@ -12,9 +12,23 @@ have ip || need+=(iproute2)
 have nft || need+=(nftables)
 have ping || need+=(iputils-ping)
 have python3 || need+=(python3)
+# Container runtimes for the CNI (podman) and Docker driver tests.
+have podman || need+=(podman)
+have dockerd || need+=(docker.io)
+have runc || need+=(runc)
+have iptables || need+=(iptables)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Packages with daemons (docker.io) must not start them in the root namespace: tests start
+  # their own, inside test namespaces. policy-rc.d exit 101 = "do not start services".
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   for attempt in 1 2; do
     if apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${need[@]}"; then break; fi

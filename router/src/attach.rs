@@ -30,6 +30,11 @@ pub struct AttachInput {
     pub ifname: Option<String>,
     /// IPAM owner id (container id); the namespace path when absent.
     pub owner: Option<String>,
+    /// The workload's namespace in its orchestrator (Kubernetes `K8S_POD_NAMESPACE`), recorded
+    /// as part of its identity for DNS, policy and flow metrics.
+    pub namespace: Option<String>,
+    /// The workload's labels (Docker container labels, pod labels), for policy selectors.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Attaches a workload: address first, then the overlay; the address is released if the overlay

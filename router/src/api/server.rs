@@ -179,6 +179,8 @@ async fn attach(
         name: req.name,
         ifname: req.ifname,
         owner: req.owner,
+        namespace: None,
+        labels: Default::default(),
     };
     let attached = crate::attach::attach(&state.ipam, &state.overlay, input).await?;
     Ok(Json(OverlayChange {
