@@ -1,6 +1,7 @@
 //! The evaluator: fetches every selector's samples once, then evaluates the expression tree at
 //! one timestamp at a time.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,7 +25,13 @@ pub(super) struct Evaluator<'a> {
     data: HashMap<usize, Vec<Series>>,
     /// Samples loaded so far, checked against `max_samples`.
     loaded: usize,
+    /// Inner results of subqueries by (node address, time): subquery steps are aligned to
+    /// absolute time, so consecutive outer steps share most of them.
+    inner: RefCell<HashMap<(usize, i64), Value>>,
 }
+
+/// Entries the subquery cache holds before it is cleared.
+const INNER_CACHE_LIMIT: usize = 100_000;
 
 fn key(vs: &VectorSelector) -> usize {
     vs as *const VectorSelector as usize
@@ -97,6 +104,7 @@ impl<'a> Evaluator<'a> {
             end,
             data: HashMap::new(),
             loaded: 0,
+            inner: RefCell::new(HashMap::new()),
         }
     }
 
@@ -287,8 +295,22 @@ impl<'a> Evaluator<'a> {
             t += step;
         }
         let mut series: BTreeMap<crate::labels::Labels, Vec<Sample>> = BTreeMap::new();
+        let node = sq as *const SubqueryExpr as usize;
         while t <= end {
-            match self.eval(&sq.expr, t)? {
+            let cached = self.inner.borrow().get(&(node, t)).cloned();
+            let value = match cached {
+                Some(v) => v,
+                None => {
+                    let v = self.eval(&sq.expr, t)?;
+                    let mut cache = self.inner.borrow_mut();
+                    if cache.len() >= INNER_CACHE_LIMIT {
+                        cache.clear();
+                    }
+                    cache.insert((node, t), v.clone());
+                    v
+                }
+            };
+            match value {
                 Value::Vector(elems) => {
                     for e in elems {
                         series

@@ -491,6 +491,33 @@ fn errors_are_clear() {
 }
 
 #[test]
+fn range_query_steps_equal_instant_queries() {
+    let st = store();
+    let cfg = EngineConfig::default();
+    for q in [
+        r#"max_over_time(rate(req{instance="a"}[1m])[2m:30s])"#,
+        "sum_over_time(temp[3m:20s] offset 30s)",
+        "avg_over_time(sum by (job) (req)[5m:])",
+    ] {
+        let range = range_query(&st, &tenant(), q, 300 * S, 600 * S, 37 * S, &cfg).unwrap();
+        let QueryValue::Matrix(m) = range else {
+            panic!("{q}")
+        };
+        for s in &m {
+            for p in &s.samples {
+                let QueryValue::Vector(v) = instant_query(&st, &tenant(), q, p.t, &cfg).unwrap()
+                else {
+                    panic!("{q}")
+                };
+                let same = v.iter().find(|x| x.labels == s.labels).map(|x| x.v);
+                assert_eq!(same, Some(p.v), "{q} at {}", p.t);
+            }
+        }
+        assert!(!m.is_empty(), "{q}");
+    }
+}
+
+#[test]
 fn sample_limit_stops_big_queries() {
     let st = store();
     let cfg = EngineConfig {
