@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh "scripts/demo.sh: the demo builds network namespaces and needs root"
 echo "== building weft"
-cargo build --locked -p weft-router -p weft-netns-tests --bins
+cargo build -p weft-router -p weft-netns-tests --bins
 exec target/debug/weft-demo

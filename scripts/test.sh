@@ -8,8 +8,8 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build (binaries used by the namespace tests)"
-cargo build --workspace --bins --locked
+cargo build --workspace --bins
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace
