@@ -1,7 +1,7 @@
 //! PromQL evaluation with Prometheus 3.x semantics on top of `promql-parser`.
 //!
 //! Queries are evaluated step by step: every selector's data is fetched once for the whole
-//! query (see [`eval`]), then each step evaluates the expression tree at one timestamp. Vector
+//! query, then each step evaluates the expression tree at one timestamp. Vector
 //! selectors look back 5 minutes by default, and both the lookback window and range selectors
 //! are left-open (a sample exactly at the start is excluded), as in Prometheus 3. Features not
 //! implemented (native histograms, experimental functions, `limitk`) return
