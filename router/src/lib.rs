@@ -12,5 +12,6 @@ pub mod daemon;
 pub mod ipam;
 pub mod mesh;
 pub mod overlay;
+pub mod policy;
 pub mod sleeve;
 pub mod state_file;

@@ -1,0 +1,561 @@
+//! The policy service: owns the `policy` gossip channel and its state file, and keeps table
+//! `inet weft` in line with the store (one enforcement task, re-run on every change).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use super::compile::compile;
+use super::error::PolicyError;
+use super::labels::LabelEdit;
+use super::model::{Protocol, WorkloadMeta};
+use super::nft::{FirewallDriver, counter_name};
+use super::ruleset::{Direction, Ruleset};
+use super::spec::NetworkPolicy;
+use super::store::{Store, Value, namespace_key, policy_key, workload_key};
+use super::validate::parse_documents;
+use crate::mesh::driver::MeshHandle;
+use crate::mesh::{GossipError, Gossiper, PeerName};
+use crate::state_file;
+
+/// Name of the mesh gossip channel of policies, namespaces and workloads.
+pub const POLICY_CHANNEL: &str = "policy";
+/// File in the data dir holding the channel's state.
+pub const POLICY_STATE_FILE: &str = "policy.json";
+
+/// One policy in `weft policy list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySummary {
+    /// `NAMESPACE/NAME`.
+    pub key: String,
+    /// Directions it isolates.
+    pub types: Vec<String>,
+    /// Local workloads it selects.
+    pub selects: Vec<String>,
+}
+
+/// Dropped packets of one local workload, direction and protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCount {
+    /// `NAMESPACE/NAME` of the workload.
+    pub workload: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// `tcp`, `udp`, `sctp` or `other`.
+    pub protocol: String,
+    /// Policies isolating the workload in that direction.
+    pub policies: Vec<String>,
+    /// Packets dropped since the router started.
+    pub packets: u64,
+}
+
+/// What `GET /policy/status` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    /// Changes seen so far.
+    pub generation: u64,
+    /// The last generation whose ruleset is in force.
+    pub applied: u64,
+    /// Why the last apply failed, if it did.
+    pub error: Option<String>,
+    /// Policies known.
+    pub policies: usize,
+    /// Workloads known (all hosts).
+    pub workloads: usize,
+    /// Chains in force (isolated local workload × direction).
+    pub chains: usize,
+}
+
+struct ChainInfo {
+    workload: String,
+    direction: Direction,
+    policies: Vec<String>,
+}
+
+struct State {
+    store: Store,
+    written: Vec<u8>,
+    generation: u64,
+    driver: Box<dyn FirewallDriver>,
+    in_force: Option<Ruleset>,
+    /// Drop counts of replaced tables, by counter name.
+    totals: BTreeMap<String, u64>,
+    chains: BTreeMap<String, ChainInfo>,
+    error: Option<String>,
+    applied: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    path: PathBuf,
+    local: String,
+    wake: Notify,
+    applied: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update leaves the state whole before it can panic, so a poisoned lock is
+        // taken over.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Persists a changed store and schedules enforcement; called with the lock held.
+    fn settle(&self, st: &mut State) -> Result<(), PolicyError> {
+        let bytes = st.store.encode();
+        if bytes != st.written {
+            state_file::write_atomic(&self.path, &bytes)
+                .with_context(|| format!("saving the policy state to {}", self.path.display()))
+                .map_err(PolicyError::Persist)?;
+            st.written = bytes;
+            st.generation += 1;
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Brings the ruleset in force in line with the store.
+    fn enforce(&self) {
+        let mut st = self.lock();
+        let generation = st.generation;
+        let rs = compile(&st.store.world(), &self.local);
+        if st.in_force.as_ref() != Some(&rs) {
+            let full = st
+                .in_force
+                .as_ref()
+                .is_none_or(|old| old.shape() != rs.shape());
+            if full {
+                // Replacing the table resets its counters: keep what they counted.
+                match st.driver.counters() {
+                    Ok(now) => {
+                        for (k, v) in now {
+                            *st.totals.entry(k).or_default() += v;
+                        }
+                    }
+                    Err(e) => warn!("reading the drop counters: {e}"),
+                }
+            }
+            let old = st.in_force.take();
+            match st.driver.apply(old.as_ref(), &rs) {
+                Ok(()) => {
+                    for c in &rs.chains {
+                        st.chains.insert(
+                            c.name.clone(),
+                            ChainInfo {
+                                workload: c.workload_name.clone(),
+                                direction: c.direction,
+                                policies: c.policies.clone(),
+                            },
+                        );
+                    }
+                    info!(
+                        generation,
+                        chains = rs.chains.len(),
+                        sets = rs.sets.len(),
+                        set_update_only = !full,
+                        "policy ruleset in force"
+                    );
+                    st.in_force = Some(rs);
+                    st.error = None;
+                }
+                Err(e) => {
+                    warn!("{e}");
+                    st.error = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+        st.applied = generation;
+        drop(st);
+        self.applied.send_replace(generation);
+    }
+}
+
+/// Handle on the running policy service.
+#[derive(Clone)]
+pub struct PolicyService {
+    shared: Arc<Shared>,
+    mesh: MeshHandle,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// How long a change waits for its ruleset to be in force before answering.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+impl PolicyService {
+    /// Starts the service: loads the state file, forgets local workloads that are no longer
+    /// attached (`attached`: addresses attached now), registers the `policy` channel and
+    /// spawns the enforcement task.
+    pub async fn start(
+        data_dir: &Path,
+        local: PeerName,
+        mesh: MeshHandle,
+        driver: Box<dyn FirewallDriver>,
+        attached: &[Ipv4Addr],
+    ) -> anyhow::Result<PolicyService> {
+        let path = data_dir.join(POLICY_STATE_FILE);
+        let store = match state_file::read_if_exists(&path)? {
+            Some(bytes) => Store::decode(&bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "the policy state file {} cannot be read ({e}); move it away to start \
+                     without policies (peers will send theirs back)",
+                    path.display()
+                )
+            })?,
+            None => Store::default(),
+        };
+        let (applied, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                store,
+                written: Vec::new(),
+                generation: 0,
+                driver,
+                in_force: None,
+                totals: BTreeMap::new(),
+                chains: BTreeMap::new(),
+                error: None,
+                applied: 0,
+            }),
+            path,
+            local: local.to_string(),
+            wake: Notify::new(),
+            applied,
+        });
+        let service = PolicyService {
+            shared: shared.clone(),
+            mesh: mesh.clone(),
+        };
+        let gone: Vec<Ipv4Addr> = {
+            let st = shared.lock();
+            st.store
+                .live("workload/")
+                .filter_map(|(_, v)| match v {
+                    Value::Workload(w)
+                        if w.host == shared.local && !attached.contains(&w.address) =>
+                    {
+                        Some(w.address)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for addr in gone {
+            service.put(workload_key(addr), None).await?;
+        }
+        {
+            let mut st = shared.lock();
+            shared.settle(&mut st)?;
+        }
+        mesh.register(
+            POLICY_CHANNEL,
+            Box::new(PolicyGossip {
+                shared: shared.clone(),
+            }),
+        )
+        .await
+        .context("registering the policy gossip channel")?;
+        let task = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = task.clone();
+                if tokio::task::spawn_blocking(move || s.enforce())
+                    .await
+                    .is_err()
+                {
+                    warn!("the policy enforcement task panicked");
+                }
+                task.wake.notified().await;
+            }
+        });
+        Ok(service)
+    }
+
+    /// Writes one entry: persisted first, then gossiped, then enforced.
+    async fn put(&self, key: String, value: Option<Value>) -> Result<u64, PolicyError> {
+        let (update, generation) = {
+            let mut st = self.shared.lock();
+            let update = st.store.put(key, value, now_ms(), &self.shared.local);
+            self.shared.settle(&mut st)?;
+            (update, st.generation)
+        };
+        if self
+            .mesh
+            .gossip_update(POLICY_CHANNEL, update.encode())
+            .await
+            .is_err()
+        {
+            warn!("the mesh is stopped: the policy change stays local");
+        }
+        Ok(generation)
+    }
+
+    /// Waits until the ruleset of `generation` (or a later one) is in force.
+    async fn wait_applied(&self, generation: u64) -> Result<(), PolicyError> {
+        let mut rx = self.shared.applied.subscribe();
+        let done = tokio::time::timeout(APPLY_WAIT, rx.wait_for(|g| *g >= generation)).await;
+        match done {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(PolicyError::Firewall(
+                self.shared.lock().error.clone().unwrap_or_else(|| {
+                    format!("the ruleset was not in force within {APPLY_WAIT:?}")
+                }),
+            )),
+        }
+    }
+
+    /// Validates every document of `text`, then stores and spreads them all (none when one is
+    /// invalid) and waits for the local ruleset; returns the keys applied.
+    pub async fn apply(&self, text: &str) -> Result<Vec<String>, PolicyError> {
+        let docs = parse_documents(text)?;
+        let mut keys = Vec::new();
+        let mut generation = 0;
+        for (np, p) in docs {
+            generation = self
+                .put(policy_key(&p.key), Some(Value::Policy(Box::new(np))))
+                .await?;
+            keys.push(p.key);
+        }
+        self.wait_applied(generation).await?;
+        Ok(keys)
+    }
+
+    /// Deletes policy `NS/NAME`.
+    pub async fn delete(&self, key: &str) -> Result<(), PolicyError> {
+        self.get(key)?;
+        let generation = self.put(policy_key(key), None).await?;
+        self.wait_applied(generation).await
+    }
+
+    /// Policy `NS/NAME` as stored.
+    pub fn get(&self, key: &str) -> Result<NetworkPolicy, PolicyError> {
+        match self.shared.lock().store.get(&policy_key(key)) {
+            Some(Value::Policy(np)) => Ok((**np).clone()),
+            _ => Err(PolicyError::NotFound(format!(
+                "no policy {key} (give NAMESPACE/NAME as `weft policy list` shows it)"
+            ))),
+        }
+    }
+
+    /// Every policy, with the local workloads it selects.
+    pub fn list(&self) -> Vec<PolicySummary> {
+        let world = self.shared.lock().store.world();
+        world
+            .policies
+            .values()
+            .map(|p| {
+                let mut types = Vec::new();
+                if p.ingress.is_some() {
+                    types.push("Ingress".to_string());
+                }
+                if p.egress.is_some() {
+                    types.push("Egress".to_string());
+                }
+                PolicySummary {
+                    key: p.key.clone(),
+                    types,
+                    selects: world
+                        .workloads
+                        .values()
+                        .filter(|w| {
+                            w.host == self.shared.local
+                                && w.namespace == p.namespace
+                                && p.selector.matches(&w.labels)
+                        })
+                        .map(|w| format!("{}/{}", w.namespace, w.name))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Records a local workload (after attach), or replaces its record.
+    pub async fn workload_up(&self, mut meta: WorkloadMeta) -> Result<(), PolicyError> {
+        meta.host = self.shared.local.clone();
+        let generation = self
+            .put(workload_key(meta.address), Some(Value::Workload(meta)))
+            .await?;
+        self.wait_applied(generation).await
+    }
+
+    /// Forgets a workload (after detach).
+    pub async fn workload_down(&self, address: Ipv4Addr) -> Result<(), PolicyError> {
+        if self
+            .shared
+            .lock()
+            .store
+            .get(&workload_key(address))
+            .is_none()
+        {
+            return Ok(());
+        }
+        let generation = self.put(workload_key(address), None).await?;
+        self.wait_applied(generation).await
+    }
+
+    /// Changes the labels of the workload named `target` (`NAME`, `NAMESPACE/NAME` or its
+    /// address); returns its new record.
+    pub async fn label_workload(
+        &self,
+        target: &str,
+        edits: &[LabelEdit],
+    ) -> Result<WorkloadMeta, PolicyError> {
+        let mut meta = {
+            let st = self.shared.lock();
+            let found: Vec<WorkloadMeta> = st
+                .store
+                .live("workload/")
+                .filter_map(|(_, v)| match v {
+                    Value::Workload(w)
+                        if w.address.to_string() == target
+                            || w.name == target
+                            || format!("{}/{}", w.namespace, w.name) == target =>
+                    {
+                        Some(w.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            match found.as_slice() {
+                [one] => one.clone(),
+                [] => {
+                    return Err(PolicyError::NotFound(format!(
+                        "no workload {target:?}: give its name, NAMESPACE/NAME or address"
+                    )));
+                }
+                _ => {
+                    return Err(PolicyError::Refused(format!(
+                        "{target:?} names {} workloads: give NAMESPACE/NAME or the address",
+                        found.len()
+                    )));
+                }
+            }
+        };
+        for e in edits {
+            e.apply(&mut meta.labels);
+        }
+        let generation = self
+            .put(
+                workload_key(meta.address),
+                Some(Value::Workload(meta.clone())),
+            )
+            .await?;
+        self.wait_applied(generation).await?;
+        Ok(meta)
+    }
+
+    /// Changes the labels of namespace `ns`; returns them.
+    pub async fn label_namespace(
+        &self,
+        ns: &str,
+        edits: &[LabelEdit],
+    ) -> Result<BTreeMap<String, String>, PolicyError> {
+        let mut labels = match self.shared.lock().store.get(&namespace_key(ns)) {
+            Some(Value::Namespace(l)) => l.clone(),
+            _ => BTreeMap::new(),
+        };
+        for e in edits {
+            e.apply(&mut labels);
+        }
+        let generation = self
+            .put(namespace_key(ns), Some(Value::Namespace(labels.clone())))
+            .await?;
+        self.wait_applied(generation).await?;
+        Ok(labels)
+    }
+
+    /// Dropped packets per local workload, direction and protocol, since the start.
+    pub fn drops(&self) -> Result<Vec<DropCount>, PolicyError> {
+        let mut st = self.shared.lock();
+        let mut counts = st.totals.clone();
+        for (k, v) in st.driver.counters()? {
+            *counts.entry(k).or_default() += v;
+        }
+        let mut out = Vec::new();
+        for (name, info) in &st.chains {
+            for p in [
+                Some(Protocol::Tcp),
+                Some(Protocol::Udp),
+                Some(Protocol::Sctp),
+                None,
+            ] {
+                let packets = counts.get(&counter_name(name, p)).copied().unwrap_or(0);
+                if packets > 0 {
+                    out.push(DropCount {
+                        workload: info.workload.clone(),
+                        direction: info.direction.name().to_string(),
+                        protocol: p.map_or("other", Protocol::name).to_string(),
+                        policies: info.policies.clone(),
+                        packets,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Generation counters and sizes.
+    pub fn status(&self) -> PolicyStatus {
+        let st = self.shared.lock();
+        let world = st.store.world();
+        PolicyStatus {
+            generation: st.generation,
+            applied: st.applied,
+            error: st.error.clone(),
+            policies: world.policies.len(),
+            workloads: world.workloads.len(),
+            chains: st.in_force.as_ref().map_or(0, |r| r.chains.len()),
+        }
+    }
+
+    /// Removes table `inet weft` (for `weft reset`).
+    pub fn remove_table(&self) -> Result<(), PolicyError> {
+        let mut st = self.shared.lock();
+        st.driver.remove()?;
+        st.in_force = None;
+        Ok(())
+    }
+}
+
+struct PolicyGossip {
+    shared: Arc<Shared>,
+}
+
+impl Gossiper for PolicyGossip {
+    fn full_state(&self) -> Vec<u8> {
+        self.shared.lock().store.encode()
+    }
+
+    fn merge(&mut self, _src: PeerName, update: &[u8]) -> Result<Option<Vec<u8>>, GossipError> {
+        let other = Store::decode(update).map_err(|reason| GossipError::Decode {
+            channel: POLICY_CHANNEL.into(),
+            reason,
+        })?;
+        let mut st = self.shared.lock();
+        let news = st.store.merge(other);
+        if news.is_empty() {
+            return Ok(None);
+        }
+        self.shared
+            .settle(&mut st)
+            .map_err(|e| GossipError::new(e.to_string()))?;
+        Ok(Some(news.encode()))
+    }
+
+    fn on_unicast(&mut self, _src: PeerName, _payload: &[u8]) -> Result<(), GossipError> {
+        Ok(())
+    }
+}
