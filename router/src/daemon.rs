@@ -82,26 +82,30 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
             vni: args.vni,
             mtu: args.mtu,
             range: args.ipalloc_range,
+            fastdp: password.is_none(),
         },
         &args.data_dir,
     )
     .await
     .context("bringing up the overlay")?;
+    let data_path = crate::path::start(
+        &overlay,
+        name,
+        password.is_some(),
+        password.is_none(),
+        args.vni,
+    )
+    .await?;
     let mesh = driver::start(MeshDriverConfig {
         local,
         password: password.map(String::into_bytes),
         conn_limit: args.conn_limit as usize,
         targets: args.peers.clone(),
         listener: mesh_listener,
+        links: Some(data_path.links),
     });
 
-    let fdb_task = overlay.follow(mesh.topology());
-    if router.encryption {
-        warn!(
-            "workload traffic between hosts goes over kernel VXLAN and is NOT encrypted: \
-             the password protects the mesh connections only until the encrypted sleeve lands"
-        );
-    }
+    let fdb_task = overlay.follow(mesh.topology(), data_path.sleeve_ips);
     let ipam = IpamService::start(allocator, &args.data_dir, mesh.clone())
         .await
         .context("starting IPAM")?;
@@ -113,6 +117,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         stop: stop.clone(),
         overlay,
         ipam,
+        sleeve: data_path.sleeve,
     };
     let control_task = tokio::spawn(serve_control(control, state.clone()));
     let status_task = tokio::spawn(serve_status(status, state));

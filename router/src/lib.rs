@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod ipam;
 pub mod mesh;
 pub mod overlay;
+pub mod path;
 pub mod policy;
 pub mod sleeve;
 pub mod state_file;

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub overlay: Overlay,
     /// The address allocator.
     pub ipam: IpamService,
+    /// The sleeve data path.
+    pub sleeve: crate::sleeve::Sleeve,
 }
 
 impl ApiState {
@@ -52,6 +54,7 @@ impl ApiState {
             version: env!("CARGO_PKG_VERSION").to_string(),
             router: (*self.router).clone(),
             mesh,
+            data_path: crate::path::status(&self.sleeve, self.overlay.mtu()),
         })
     }
 }

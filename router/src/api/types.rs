@@ -16,6 +16,9 @@ pub struct Report {
     pub router: RouterInfo,
     /// The mesh: peers, connections and dial targets.
     pub mesh: MeshStatus,
+    /// Each peer's data path and the sleeve's counters.
+    #[serde(default)]
+    pub data_path: crate::path::DataPathStatus,
 }
 
 /// Identity and settings of this router.

@@ -83,19 +83,36 @@ pub fn peers(r: &Report) -> String {
     out
 }
 
-/// `weft status connections`: this router's connections and the targets it is still dialing.
+/// `weft status connections`: this router's connections (state, data path `fastdp`/`sleeve`,
+/// whether workload traffic is encrypted, overlay MTU) and the targets it is still dialing.
 pub fn connections(r: &Report) -> String {
     let mut out = String::new();
     for c in &r.mesh.connections {
         let arrow = if c.outbound { "->" } else { "<-" };
-        let enc = if c.encrypted {
-            "encrypted"
-        } else {
-            "unencrypted"
+        let path = r.data_path.peers.iter().find(|p| p.name == c.name);
+        let (via, enc, mtu) = match path {
+            Some(p) => (
+                p.path.as_str(),
+                if p.encrypted {
+                    "encrypted"
+                } else {
+                    "unencrypted"
+                },
+                format!("mtu={}", p.mtu),
+            ),
+            None => (
+                "-",
+                if c.encrypted {
+                    "encrypted"
+                } else {
+                    "unencrypted"
+                },
+                "-".to_string(),
+            ),
         };
         let _ = writeln!(
             out,
-            "{arrow} {:<22} {:<12} {enc:<12} {}",
+            "{arrow} {:<22} {:<12} {via:<7} {enc:<12} {mtu:<9} {}",
             c.address,
             c.state,
             peer_label(c.name, &c.nickname)

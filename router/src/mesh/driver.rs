@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
 
 use super::{
     Action, ConnId, Established, FrameReceiver, FrameSender, Gossiper, Handshake, HandshakeConfig,
@@ -50,6 +51,31 @@ pub struct MeshDriverConfig {
     pub targets: Vec<String>,
     /// The bound mesh port.
     pub listener: TcpListener,
+    /// Where established and lost connections are reported, for the data path (the sleeve
+    /// takes each peer's underlay address and sleeve keys from here).
+    pub links: Option<mpsc::UnboundedSender<LinkEvent>>,
+}
+
+/// A direct connection came up or went down, for the data path.
+pub enum LinkEvent {
+    /// The core accepted an established connection.
+    Up {
+        /// The connection.
+        conn: ConnId,
+        /// The peer on the other end.
+        peer: PeerName,
+        /// Its underlay address.
+        addr: SocketAddr,
+        /// The handshake's sleeve key material (with a password).
+        sleeve_key_material: Option<Zeroizing<[u8; 64]>>,
+    },
+    /// The connection is gone.
+    Down {
+        /// The connection.
+        conn: ConnId,
+        /// The peer it was to.
+        peer: PeerName,
+    },
 }
 
 /// The mesh driver stopped, so the request could not be served.
@@ -192,11 +218,13 @@ struct EstablishedConn {
     outbound: bool,
     target: Option<String>,
     encrypted: bool,
+    sleeve_key_material: Option<Zeroizing<[u8; 64]>>,
     writer: mpsc::Sender<MeshMessage>,
     reader: AbortHandle,
 }
 
 struct ConnHandle {
+    peer: PeerName,
     writer: mpsc::Sender<MeshMessage>,
     reader: AbortHandle,
 }
@@ -229,6 +257,7 @@ pub fn start(cfg: MeshDriverConfig) -> MeshHandle {
         events: ev_tx.clone(),
         conns: HashMap::new(),
         next_conn: 1,
+        links: cfg.links,
     };
     tokio::spawn(accept_loop(cfg.listener, shell.hs.clone(), ev_tx));
     tokio::spawn(shell.run(cmd_rx, ev_rx));
@@ -246,6 +275,7 @@ struct Shell {
     events: mpsc::Sender<Event>,
     conns: HashMap<ConnId, ConnHandle>,
     next_conn: ConnId,
+    links: Option<mpsc::UnboundedSender<LinkEvent>>,
 }
 
 impl Shell {
@@ -278,6 +308,18 @@ impl Shell {
         }
     }
 
+    /// Drops our side of `conn`, telling the data path.
+    fn remove_conn(&mut self, conn: ConnId) -> Option<ConnHandle> {
+        let handle = self.conns.remove(&conn)?;
+        if let Some(links) = &self.links {
+            let _ = links.send(LinkEvent::Down {
+                conn,
+                peer: handle.peer,
+            });
+        }
+        Some(handle)
+    }
+
     fn drain_actions(&mut self) {
         while let Some(action) = self.core.poll_action() {
             match action {
@@ -289,7 +331,7 @@ impl Shell {
                             conn,
                             "connection is not keeping up with its frames, closing it"
                         );
-                        self.conns.remove(&conn);
+                        self.remove_conn(conn);
                         let now = self.now();
                         self.core.connection_down(conn, "write queue full", now);
                     }
@@ -300,7 +342,7 @@ impl Shell {
                     tokio::spawn(dial(conn, addr, self.hs.clone(), self.events.clone()));
                 }
                 Action::Close { conn, reason } => {
-                    if self.conns.remove(&conn).is_some() {
+                    if self.remove_conn(conn).is_some() {
                         info!(conn, "closing connection: {reason}");
                     }
                 }
@@ -322,9 +364,11 @@ impl Shell {
                     outbound,
                     target,
                     encrypted,
+                    sleeve_key_material,
                     writer,
                     reader,
                 } = *est;
+                let peer = remote.name;
                 let label = format!("{}({})", remote.name, remote.nickname);
                 match self.core.connection_up(
                     conn,
@@ -337,7 +381,22 @@ impl Shell {
                 ) {
                     Ok(()) => {
                         info!(conn, peer = %label, addr = %remote_addr, encrypted, "connection established");
-                        self.conns.insert(conn, ConnHandle { writer, reader });
+                        self.conns.insert(
+                            conn,
+                            ConnHandle {
+                                peer,
+                                writer,
+                                reader,
+                            },
+                        );
+                        if let Some(links) = &self.links {
+                            let _ = links.send(LinkEvent::Up {
+                                conn,
+                                peer,
+                                addr: remote_addr,
+                                sleeve_key_material,
+                            });
+                        }
                     }
                     Err(refused) => {
                         info!(conn, peer = %label, addr = %remote_addr, "connection refused: {refused}");
@@ -351,12 +410,12 @@ impl Shell {
                 }
                 if let Err(e) = self.core.handle_message(conn, msg, now) {
                     warn!(conn, "closing connection after a bad message: {e}");
-                    self.conns.remove(&conn);
+                    self.remove_conn(conn);
                     self.core.connection_down(conn, &e.to_string(), now);
                 }
             }
             Event::Down { conn, reason } => {
-                if self.conns.remove(&conn).is_some() {
+                if self.remove_conn(conn).is_some() {
                     info!(conn, "connection lost: {reason}");
                     self.core.connection_down(conn, &reason, now);
                 }
@@ -492,6 +551,7 @@ async fn run_connection(
         sender,
         mut receiver,
         leftover,
+        sleeve_key_material,
         ..
     } = est;
     receiver.push(&leftover);
@@ -513,6 +573,7 @@ async fn run_connection(
         outbound,
         target,
         encrypted,
+        sleeve_key_material,
         writer: writer_tx,
         reader: reader.abort_handle(),
     };

@@ -18,6 +18,9 @@ pub const MAX_VNI: u32 = (1 << 24) - 1;
 pub const DEFAULT_RANGE: &str = "10.32.0.0/12";
 /// Bytes VXLAN adds over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// Bytes the encrypted sleeve adds over IPv4: outer IPv4 (20) + UDP (8) + sleeve header (10) +
+/// Poly1305 tag (16) + inner Ethernet (14). The unencrypted sleeve adds less than VXLAN.
+pub const SEALED_SLEEVE_OVERHEAD: u32 = 68;
 /// Smallest overlay MTU accepted: the IPv6 minimum, so the overlay can carry IPv6 too.
 pub const MIN_MTU: u32 = 1280;
 /// Largest overlay MTU: the largest IPv4 packet.
@@ -36,12 +39,27 @@ pub struct OverlayConfig {
     pub mtu: Option<u32>,
     /// The overlay's address range.
     pub range: Ipv4Network,
+    /// Whether the kernel VXLAN fast path runs. Off with a password: every frame then rides
+    /// the encrypted sleeve, and no VXLAN device accepts unauthenticated frames.
+    pub fastdp: bool,
 }
 
-/// The overlay MTU: `given` when set, else the underlay's MTU minus the VXLAN overhead; refused
-/// when outside [`MIN_MTU`]..=[`MAX_MTU`].
-pub fn overlay_mtu(underlay_mtu: u32, given: Option<u32>) -> Result<u32> {
-    let mtu = given.unwrap_or_else(|| underlay_mtu.saturating_sub(VXLAN_OVERHEAD));
+impl OverlayConfig {
+    /// Bytes the slowest path of this configuration adds to a frame on the underlay.
+    pub fn overhead(&self) -> u32 {
+        if self.fastdp {
+            VXLAN_OVERHEAD
+        } else {
+            SEALED_SLEEVE_OVERHEAD
+        }
+    }
+}
+
+/// The overlay MTU: `given` when set, else the underlay's MTU minus `overhead` (the data
+/// path's encapsulation, [`OverlayConfig::overhead`]); refused when outside
+/// [`MIN_MTU`]..=[`MAX_MTU`].
+pub fn overlay_mtu(underlay_mtu: u32, given: Option<u32>, overhead: u32) -> Result<u32> {
+    let mtu = given.unwrap_or_else(|| underlay_mtu.saturating_sub(overhead));
     if mtu < MIN_MTU {
         return Err(OverlayError::MtuTooSmall { mtu, min: MIN_MTU });
     }
@@ -86,30 +104,34 @@ mod tests {
 
     #[test]
     fn mtu_derived_from_underlay() {
-        assert_eq!(overlay_mtu(1500, None).unwrap(), 1450);
-        assert_eq!(overlay_mtu(9000, None).unwrap(), 8950);
+        assert_eq!(overlay_mtu(1500, None, VXLAN_OVERHEAD).unwrap(), 1450);
+        assert_eq!(overlay_mtu(9000, None, VXLAN_OVERHEAD).unwrap(), 8950);
+        assert_eq!(
+            overlay_mtu(1500, None, SEALED_SLEEVE_OVERHEAD).unwrap(),
+            1432
+        );
     }
 
     #[test]
     fn mtu_override_wins_and_is_validated() {
-        assert_eq!(overlay_mtu(1500, Some(1400)).unwrap(), 1400);
-        let e = overlay_mtu(1500, Some(1000)).unwrap_err();
+        assert_eq!(overlay_mtu(1500, Some(1400), VXLAN_OVERHEAD).unwrap(), 1400);
+        let e = overlay_mtu(1500, Some(1000), VXLAN_OVERHEAD).unwrap_err();
         assert!(
             matches!(e, OverlayError::MtuTooSmall { mtu: 1000, .. }),
             "{e}"
         );
         assert!(e.to_string().contains("at least 1280"), "{e}");
-        let e = overlay_mtu(1300, None).unwrap_err();
+        let e = overlay_mtu(1300, None, VXLAN_OVERHEAD).unwrap_err();
         assert!(
             matches!(e, OverlayError::MtuTooSmall { mtu: 1250, .. }),
             "{e}"
         );
         assert!(matches!(
-            overlay_mtu(1500, Some(70000)),
+            overlay_mtu(1500, Some(70000), VXLAN_OVERHEAD),
             Err(OverlayError::MtuTooLarge { .. })
         ));
         assert!(matches!(
-            overlay_mtu(10, None),
+            overlay_mtu(10, None, VXLAN_OVERHEAD),
             Err(OverlayError::MtuTooSmall { mtu: 0, .. })
         ));
     }

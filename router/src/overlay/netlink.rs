@@ -9,7 +9,8 @@ use std::os::fd::AsRawFd;
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, InfoVxlan,
+    LinkAttribute, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -408,6 +409,52 @@ impl Netlink {
             .await
             .map_err(OverlayError::netlink(format!(
                 "removing FDB entry for {dst}"
+            )))
+    }
+
+    /// Every FDB entry of VXLAN device `index` (learned or flooding) whose destination is
+    /// `dst`: `bridge fdb del ... dev <index> dst <dst>` for each.
+    pub(crate) async fn delete_entries_to(&self, index: u32, dst: IpAddr) -> Result<()> {
+        let mut req = self.handle.neighbours().get();
+        req.message_mut().header.family = AddressFamily::Bridge;
+        req.message_mut().header.ifindex = index;
+        let entries: Vec<NeighbourMessage> = req
+            .execute()
+            .try_collect()
+            .await
+            .map_err(OverlayError::netlink("listing the VXLAN FDB"))?;
+        for entry in entries.into_iter().filter(|n| n.header.ifindex == index) {
+            let to_dst = entry.attributes.iter().any(|a| {
+                matches!(a, NeighbourAttribute::Destination(addr) if fdb_destination(addr.clone()) == Some(dst))
+            });
+            if to_dst {
+                self.handle
+                    .neighbours()
+                    .del(entry)
+                    .execute()
+                    .await
+                    .map_err(OverlayError::netlink(format!(
+                        "removing FDB entries to {dst}"
+                    )))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets bridge port `index`'s options (`ip link set ... type bridge_slave ...`).
+    pub(crate) async fn set_bridge_port(
+        &self,
+        index: u32,
+        opts: Vec<InfoBridgePort>,
+    ) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .set_port_kind(InfoPortKind::Bridge)
+            .set_port_data(InfoPortData::BridgePort(opts))
+            .build();
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_REQUEST | NLM_F_ACK)
+            .await
+            .map_err(OverlayError::netlink(format!(
+                "setting bridge port options of interface #{index}"
             )))
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
-use netlink_packet_route::link::InfoKind;
+use netlink_packet_route::link::{InfoBridgePort, InfoKind};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -68,7 +68,8 @@ struct Inner {
     mtu: u32,
     nl: Netlink,
     bridge: u32,
-    vxlan: u32,
+    /// The VXLAN device, absent when the fast path is off.
+    vxlan: Option<u32>,
     store: StateStore,
     state: Mutex<OverlayState>,
 }
@@ -105,10 +106,15 @@ impl Overlay {
     pub async fn start(config: OverlayConfig, data_dir: &Path) -> Result<Overlay> {
         let nl = Netlink::connect()?;
         let (underlay, from) = underlay_mtu(&nl).await?;
-        let mtu = overlay_mtu(underlay, config.mtu)?;
+        let mtu = overlay_mtu(underlay, config.mtu, config.overhead())?;
         info!(mtu, underlay_mtu = underlay, from = %from, "overlay MTU");
         let bridge = ensure_bridge(&nl, mtu).await?;
-        let vxlan = ensure_vxlan(&nl, config.vni, mtu, bridge).await?;
+        let vxlan = if config.fastdp {
+            Some(ensure_vxlan(&nl, config.vni, mtu, bridge).await?)
+        } else {
+            remove_vxlan(&nl).await?;
+            None
+        };
         let store = StateStore::new(data_dir);
         let mut state = store.load()?;
         if readopt(&nl, bridge, mtu, &mut state).await? {
@@ -116,7 +122,7 @@ impl Overlay {
         }
         info!(
             bridge = BRIDGE,
-            vxlan = VXLAN,
+            fastdp = config.fastdp,
             vni = config.vni,
             port = VXLAN_PORT,
             workloads = state.attachments.len(),
@@ -140,19 +146,62 @@ impl Overlay {
         self.inner.mtu
     }
 
+    /// Plugs the sleeve's TAP port `tap` into the bridge. It and the VXLAN port are isolated
+    /// from each other, so a frame that came from one peer is never sent on to another.
+    pub async fn plug_sleeve(&self, tap: &str) -> Result<()> {
+        let inner = &self.inner;
+        let index = created_index(&inner.nl, tap).await?;
+        inner
+            .nl
+            .set_up(index, Some(inner.mtu), Some(inner.bridge))
+            .await?;
+        inner
+            .nl
+            .set_bridge_port(index, vec![InfoBridgePort::Isolated(true)])
+            .await?;
+        if let Some(vxlan) = inner.vxlan {
+            inner
+                .nl
+                .set_bridge_port(vxlan, vec![InfoBridgePort::Isolated(true)])
+                .await?;
+        }
+        info!(tap, "sleeve port on the bridge");
+        Ok(())
+    }
+
     /// Keeps one all-zero FDB entry per reachable peer, following `topology` (and re-checking
-    /// every few seconds), until the mesh stops.
-    pub fn follow(&self, mut topology: watch::Receiver<MeshStatus>) -> JoinHandle<()> {
+    /// every few seconds), until the mesh stops. Peers in `sleeve` (underlay IPs whose traffic
+    /// the path choice moved to the sleeve) get no entry, and the frames learned towards them
+    /// are forgotten, so the bridge sends their traffic to the sleeve port. With the fast path
+    /// off there is nothing to follow.
+    pub fn follow(
+        &self,
+        mut topology: watch::Receiver<MeshStatus>,
+        mut sleeve: watch::Receiver<BTreeSet<IpAddr>>,
+    ) -> JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
+            if this.inner.vxlan.is_none() {
+                return;
+            }
             let mut resync = tokio::time::interval(FDB_RESYNC);
+            let mut on_sleeve = BTreeSet::new();
             loop {
-                let desired = flood_targets(&topology.borrow_and_update());
+                let now_on_sleeve = sleeve.borrow_and_update().clone();
+                if let Err(e) = this.repath(&on_sleeve, &now_on_sleeve).await {
+                    warn!("moving peers between VXLAN and the sleeve: {e}");
+                }
+                on_sleeve = now_on_sleeve;
+                let desired = flood_targets(&topology.borrow_and_update())
+                    .difference(&on_sleeve)
+                    .copied()
+                    .collect();
                 if let Err(e) = this.sync_fdb(&desired).await {
                     warn!("updating the VXLAN FDB: {e}");
                 }
                 tokio::select! {
                     changed = topology.changed() => if changed.is_err() { break },
+                    changed = sleeve.changed() => if changed.is_err() { break },
                     _ = resync.tick() => {}
                 }
             }
@@ -160,16 +209,49 @@ impl Overlay {
         })
     }
 
+    /// Forgets what the kernel learned about peers whose path changed: for peers moved to the
+    /// sleeve, the VXLAN device's entries towards them and the bridge's entries on the VXLAN
+    /// port; for peers back on VXLAN, the bridge's entries on the sleeve port. The bridge
+    /// floods until it learns again, on the right port.
+    async fn repath(&self, before: &BTreeSet<IpAddr>, after: &BTreeSet<IpAddr>) -> Result<()> {
+        let (nl, Some(vxlan)) = (&self.inner.nl, self.inner.vxlan) else {
+            return Ok(());
+        };
+        let moved: Vec<_> = after.difference(before).collect();
+        for ip in &moved {
+            nl.delete_entries_to(vxlan, **ip).await?;
+            info!(peer = %ip, "peer's traffic moved to the sleeve");
+        }
+        if !moved.is_empty() {
+            nl.set_bridge_port(vxlan, vec![InfoBridgePort::Flush])
+                .await?;
+        }
+        let back: Vec<_> = before.difference(after).collect();
+        if !back.is_empty() {
+            if let Some(tap) = nl.link(crate::sleeve::tap::TAP).await? {
+                nl.set_bridge_port(tap.index, vec![InfoBridgePort::Flush])
+                    .await?;
+            }
+            for ip in back {
+                info!(peer = %ip, "peer's traffic back on the VXLAN fast path");
+            }
+        }
+        Ok(())
+    }
+
     async fn sync_fdb(&self, desired: &BTreeSet<IpAddr>) -> Result<()> {
         let nl = &self.inner.nl;
-        let current = nl.flood_entries(self.inner.vxlan).await?;
+        let Some(vxlan) = self.inner.vxlan else {
+            return Ok(());
+        };
+        let current = nl.flood_entries(vxlan).await?;
         let todo = changes(&current, desired);
         for ip in todo.add {
-            nl.flood_append(self.inner.vxlan, ip).await?;
+            nl.flood_append(vxlan, ip).await?;
             info!(peer = %ip, "VXLAN flooding to peer");
         }
         for ip in todo.remove {
-            nl.flood_delete(self.inner.vxlan, ip).await?;
+            nl.flood_delete(vxlan, ip).await?;
             info!(peer = %ip, "VXLAN no longer flooding to peer");
         }
         Ok(())
@@ -462,6 +544,17 @@ async fn ensure_vxlan(nl: &Netlink, vni: u32, mtu: u32, bridge: u32) -> Result<u
     }
     nl.create_vxlan(VXLAN, vni, VXLAN_PORT, mtu, bridge).await?;
     created_index(nl, VXLAN).await
+}
+
+/// Deletes a VXLAN device left by an earlier start with the fast path on.
+async fn remove_vxlan(nl: &Netlink) -> Result<()> {
+    if let Some(link) = nl.link(VXLAN).await?
+        && is_kind(&link, &InfoKind::Vxlan)
+    {
+        nl.delete_link(link.index).await?;
+        info!(vxlan = VXLAN, "fast path off: removed the VXLAN device");
+    }
+    Ok(())
 }
 
 async fn created_index(nl: &Netlink, name: &str) -> Result<u32> {

@@ -7,6 +7,9 @@ pub enum SleeveError {
     /// Shorter than a header plus a tag.
     #[error("datagram of {0} bytes is too short for a sleeve frame")]
     TooShort(usize),
+    /// The datagram carried less than an Ethernet header.
+    #[error("carried frame of {0} bytes is shorter than an Ethernet header")]
+    ShortFrame(usize),
     /// Not a sleeve data frame of this version.
     #[error("unknown sleeve frame type {0:#04x}")]
     UnknownType(u8),
@@ -27,4 +30,31 @@ pub enum SleeveError {
     /// The sending direction used every nonce of every epoch.
     #[error("the session's nonces are exhausted; a new handshake is needed")]
     Exhausted,
+}
+
+/// Why the sleeve's data path could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {source}")]
+pub struct StartError {
+    /// What was being done.
+    pub action: String,
+    /// The system's answer.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl StartError {
+    /// Wraps the last OS error with what was being done.
+    pub(crate) fn last_os(action: impl Into<String>) -> StartError {
+        StartError {
+            action: action.into(),
+            source: std::io::Error::last_os_error(),
+        }
+    }
+
+    /// A mapper from an I/O error, for `map_err`.
+    pub(crate) fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+        let action = action.into();
+        move |source| StartError { action, source }
+    }
 }

@@ -1,0 +1,279 @@
+//! The sleeve's threads: each worker owns one TAP queue and one UDP socket on port 6783. Its
+//! sending thread reads frames from the TAP queue, picks their peers ([`super::forward`]),
+//! frames or seals them ([`super::codec`]) and sends them with `sendmmsg`; its receiving thread
+//! takes datagrams with `recvmmsg`, opens them, learns the source MAC and writes the frame to the
+//! TAP queue. Anything that does not open is dropped and counted, never fatal.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+use super::codec::Codec;
+use super::error::StartError;
+use super::forward::{Destination, src_mac};
+use super::peers::{CounterSnapshot, Counters, PeerEntry, Shared};
+use super::session::{Session, SessionConfig};
+use super::tap;
+use super::udp::{self, RecvBatch};
+use crate::mesh::{ConnId, PeerName};
+
+/// Frames read from the TAP port per `sendmmsg`.
+const TX_BATCH: usize = 64;
+/// Datagrams taken per `recvmmsg`.
+const RX_BATCH: usize = 64;
+/// Most worker threads pairs started, whatever the core count.
+const MAX_WORKERS: usize = 4;
+
+/// What the sleeve is started with.
+#[derive(Debug, Clone, Copy)]
+pub struct SleeveConfig {
+    /// This router.
+    pub local: PeerName,
+    /// Whether a password is set: every frame is then sealed.
+    pub encrypted: bool,
+    /// UDP port to listen on and send to.
+    pub port: u16,
+}
+
+/// One peer as `weft status connections` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SleevePeer {
+    /// Peer name.
+    pub name: PeerName,
+    /// Its sleeve address.
+    pub address: String,
+    /// Whether its traffic rides the sleeve (else the kernel fast path).
+    pub via_sleeve: bool,
+    /// Whether its frames are encrypted.
+    pub encrypted: bool,
+}
+
+/// The running sleeve. Cheap to clone.
+#[derive(Clone)]
+pub struct Sleeve {
+    shared: Arc<Shared>,
+    config: SleeveConfig,
+}
+
+impl Sleeve {
+    /// Creates the TAP device [`tap::TAP`] and the UDP sockets, and starts the worker threads
+    /// (one pair per core, at most four). The caller plugs the TAP port into the bridge.
+    pub fn start(config: SleeveConfig) -> Result<Sleeve, StartError> {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_WORKERS);
+        let queues = tap::open_queues(workers)?;
+        let shared = Arc::new(Shared::default());
+        for (i, queue) in queues.into_iter().enumerate() {
+            let sock = Arc::new(udp::bind(config.port)?);
+            let queue = Arc::new(queue);
+            spawn(format!("sleeve-tx-{i}"), {
+                let (shared, queue, sock) = (shared.clone(), queue.clone(), sock.clone());
+                move || tx_loop(&shared, &queue, &sock)
+            })?;
+            spawn(format!("sleeve-rx-{i}"), {
+                let shared = shared.clone();
+                move || rx_loop(&shared, &queue, &sock)
+            })?;
+        }
+        info!(
+            tap = tap::TAP,
+            port = config.port,
+            workers,
+            encrypted = config.encrypted,
+            "sleeve up"
+        );
+        Ok(Sleeve { shared, config })
+    }
+
+    /// A mesh connection to `peer` at underlay address `ip` was established: its frames go
+    /// to `ip`'s sleeve port, sealed with keys from `material` when encrypted. With a password
+    /// the sleeve carries every flooded frame; without, the path choice decides.
+    pub fn peer_up(
+        &self,
+        conn: ConnId,
+        peer: PeerName,
+        ip: IpAddr,
+        material: Option<&Zeroizing<[u8; 64]>>,
+    ) {
+        let codec = match (self.config.encrypted, material) {
+            (false, _) => Codec::Plain,
+            (true, Some(m)) => Codec::Sealed(Box::new(Session::new(
+                m,
+                self.config.local,
+                peer,
+                SessionConfig::default(),
+            ))),
+            (true, None) => {
+                warn!(%peer, "encrypted connection without sleeve keys; no sleeve to this peer");
+                return;
+            }
+        };
+        let addr = SocketAddr::new(ip, self.config.port);
+        // Unencrypted peers start on the fast path; the path choice moves them if it fails.
+        self.shared
+            .insert(peer, conn, addr, codec, self.config.encrypted);
+        info!(%peer, %addr, encrypted = self.config.encrypted, "sleeve peer up");
+    }
+
+    /// Connection `conn` to `peer` went down: forget the peer unless a newer connection
+    /// replaced it.
+    pub fn peer_down(&self, conn: ConnId, peer: PeerName) {
+        if self.shared.remove(peer, conn) {
+            info!(%peer, "sleeve peer down");
+        }
+    }
+
+    /// Routes `peer`'s flooded frames through the sleeve (`true`) or leaves them to VXLAN;
+    /// returns whether that changed.
+    pub fn set_via_sleeve(&self, peer: PeerName, on: bool) -> bool {
+        self.shared.set_via_sleeve(peer, on)
+    }
+
+    /// Whether every frame is sealed.
+    pub fn encrypted(&self) -> bool {
+        self.config.encrypted
+    }
+
+    /// The sleeve's peers.
+    pub fn peers(&self) -> Vec<SleevePeer> {
+        self.shared
+            .all()
+            .iter()
+            .map(|e| SleevePeer {
+                name: e.name,
+                address: e.addr.to_string(),
+                via_sleeve: e.via_sleeve(),
+                encrypted: e.with_codec(|c| c.encrypted()),
+            })
+            .collect()
+    }
+
+    /// The data path's counters.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.shared.counters.snapshot()
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<(), StartError> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(StartError::io(format!("starting thread {name}")))
+}
+
+/// Reusable outgoing datagrams of one batch.
+struct Outbox {
+    items: Vec<(SocketAddr, Vec<u8>)>,
+    used: usize,
+}
+
+impl Outbox {
+    fn push(&mut self, peer: &PeerEntry, frame: &[u8], counters: &Counters) {
+        if self.used == self.items.len() {
+            self.items
+                .push((peer.addr, Vec::with_capacity(udp::MAX_DATAGRAM)));
+        }
+        let (addr, buf) = &mut self.items[self.used];
+        *addr = peer.addr;
+        buf.clear();
+        match peer.with_codec(|c| c.encode(frame, buf)) {
+            Ok(()) => {
+                self.used += 1;
+                Counters::bump(&counters.tx_frames);
+            }
+            Err(e) => {
+                debug!(peer = %peer.name, "cannot frame for peer: {e}");
+                Counters::bump(&counters.errors);
+            }
+        }
+    }
+}
+
+fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
+    let mut frame = vec![0u8; udp::MAX_DATAGRAM];
+    let mut out = Outbox {
+        items: Vec::new(),
+        used: 0,
+    };
+    loop {
+        if !tap::wait_readable(tap, 1000) {
+            continue;
+        }
+        out.used = 0;
+        for _ in 0..TX_BATCH {
+            let n = match (&*tap).read(&mut frame) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("reading the TAP port: {e}");
+                    break;
+                }
+            };
+            let frame = &frame[..n];
+            match shared.with_macs(|t| t.destination(frame)) {
+                Destination::Peer(p) => {
+                    if let Some(peer) = shared.peer(p) {
+                        out.push(&peer, frame, &shared.counters);
+                    }
+                }
+                Destination::Flood => {
+                    for peer in shared.all().iter().filter(|p| p.via_sleeve()) {
+                        out.push(peer, frame, &shared.counters);
+                    }
+                }
+                Destination::Drop => {}
+            }
+        }
+        if out.used > 0 {
+            let failed = udp::send_batch(sock, &out.items[..out.used]);
+            shared
+                .counters
+                .errors
+                .fetch_add(failed as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+fn rx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
+    let mut batch = RecvBatch::new(RX_BATCH);
+    loop {
+        if let Err(e) = batch.recv(sock) {
+            if e.kind() != ErrorKind::Interrupted {
+                warn!("receiving on the sleeve socket: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            continue;
+        }
+        for (from, datagram) in batch.datagrams() {
+            let Some(peer) = from.and_then(|a| shared.peer_at(a.ip())) else {
+                Counters::bump(&shared.counters.garbage);
+                continue;
+            };
+            let frame = match peer.with_codec(|c| c.decode(datagram)) {
+                Ok(f) => f,
+                Err(e) => {
+                    debug!(peer = %peer.name, "dropped datagram: {e}");
+                    Counters::bump(&shared.counters.garbage);
+                    continue;
+                }
+            };
+            if let Some(mac) = src_mac(&frame) {
+                shared.learn(mac, peer.name);
+            }
+            // A TAP write takes the whole frame or fails.
+            match (&*tap).write(&frame) {
+                Ok(n) if n == frame.len() => Counters::bump(&shared.counters.rx_frames),
+                _ => Counters::bump(&shared.counters.errors),
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The sleeve's TAP port: a multi-queue TAP device (`IFF_TAP | IFF_NO_PI`), one non-blocking
+//! queue per worker thread. The device lives as long as its queues are open.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use super::error::StartError;
+
+/// Name of the sleeve's TAP port on the bridge.
+pub const TAP: &str = "weft-sleeve";
+
+/// Opens `queues` queues of the TAP device [`TAP`], creating it.
+pub fn open_queues(queues: usize) -> Result<Vec<File>, StartError> {
+    (0..queues.max(1)).map(|_| open_queue()).collect()
+}
+
+fn open_queue() -> Result<File, StartError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .map_err(StartError::io(
+            "opening /dev/net/tun (is the tun module loaded?)",
+        ))?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(TAP.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as i16;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+    if rc < 0 {
+        return Err(StartError::last_os(format!(
+            "creating the TAP device {TAP}"
+        )));
+    }
+    Ok(file)
+}
+
+/// Waits until `fd` is readable or `timeout_ms` passed; returns whether it is readable.
+pub(crate) fn wait_readable(fd: &impl AsFd, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    n > 0 && pfd.revents & libc::POLLIN != 0
+}
