@@ -110,6 +110,8 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         .await
         .context("starting IPAM")?;
 
+    let cni = crate::cni::CniService::load(&args.data_dir, ipam.clone(), overlay.clone())
+        .context("loading the CNI attachments")?;
     let stop = Arc::new(Notify::new());
     let state = ApiState {
         router,
@@ -118,6 +120,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         overlay,
         ipam,
         sleeve: data_path.sleeve,
+        cni,
     };
     let control_task = tokio::spawn(serve_control(control, state.clone()));
     let status_task = tokio::spawn(serve_status(status, state));

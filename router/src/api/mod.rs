@@ -4,6 +4,7 @@
 //! One error type, [`ApiError`], is mapped to an HTTP status in exactly one place (`error.rs`).
 
 pub mod client;
+pub mod cni;
 pub mod error;
 pub mod ipam;
 pub mod server;

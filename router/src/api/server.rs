@@ -41,6 +41,8 @@ pub struct ApiState {
     pub ipam: IpamService,
     /// The sleeve data path.
     pub sleeve: crate::sleeve::Sleeve,
+    /// Attachments made through the CNI plugin.
+    pub cni: crate::cni::CniService,
 }
 
 impl ApiState {
@@ -73,6 +75,7 @@ pub fn control_routes(state: ApiState) -> Router {
         .route("/expose", post(expose))
         .route("/hide", post(hide))
         .merge(super::ipam::routes())
+        .merge(super::cni::routes())
         .with_state(state)
 }
 

@@ -89,8 +89,28 @@ pub enum Command {
         /// The address to remove.
         address: Option<String>,
     },
+    /// Install the CNI plugin as `weft` in the CNI bin dir and write `10-weft.conflist`
+    /// (weft, then portmap) pointing at this router's control socket.
+    SetupCni(SetupCniArgs),
     /// Print weft's version.
     Version,
+}
+
+/// Flags of `weft setup-cni`.
+#[derive(Debug, Clone, Args)]
+pub struct SetupCniArgs {
+    /// Where the runtime looks for CNI plugins.
+    #[arg(long, default_value = "/opt/cni/bin")]
+    pub bin_dir: PathBuf,
+    /// Where the runtime looks for network configurations.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub conf_dir: PathBuf,
+    /// The plugin binary to install; `weft-cni` next to this `weft` when absent.
+    #[arg(long)]
+    pub plugin: Option<PathBuf>,
+    /// The network name in the configuration.
+    #[arg(long, default_value = "weft")]
+    pub network: String,
 }
 
 /// How a verb names a workload's network namespace: exactly one of these.

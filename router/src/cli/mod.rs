@@ -19,6 +19,9 @@ use crate::api::{
 
 /// Runs a verb other than `launch` against the router on `cli.socket`, printing its answer.
 pub async fn run_client(cli: Cli) -> ExitCode {
+    if let Command::SetupCni(args) = cli.command {
+        return setup_cni(cli.socket, args);
+    }
     let client = Client::new(&cli.socket);
     match client_verb(&client, cli.command).await {
         Ok(out) => {
@@ -29,6 +32,29 @@ pub async fn run_client(cli: Cli) -> ExitCode {
         }
         Err(e) => {
             eprintln!("weft: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `weft setup-cni`: runs locally, no daemon needed.
+fn setup_cni(socket: std::path::PathBuf, args: args::SetupCniArgs) -> ExitCode {
+    let spec = crate::cni::setup::SetupCni {
+        socket: std::path::absolute(&socket).unwrap_or(socket),
+        bin_dir: args.bin_dir,
+        conf_dir: args.conf_dir,
+        plugin: args.plugin,
+        network: args.network,
+    };
+    match crate::cni::setup::setup_cni(&spec) {
+        Ok(paths) => {
+            for p in paths {
+                println!("{}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -146,6 +172,8 @@ async fn client_verb(client: &Client, command: Command) -> Result<String, crate:
             format::addresses(&client.post("/hide", &ExposeRequest { address }).await?)
         }
         Command::Version => format!("weft {}", env!("CARGO_PKG_VERSION")),
-        Command::Launch(_) => unreachable!("launch runs the daemon, not a client verb"),
+        Command::Launch(_) | Command::SetupCni(_) => {
+            unreachable!("launch and setup-cni do not talk to a running router")
+        }
     })
 }
