@@ -14,5 +14,6 @@ pub mod ipam;
 pub mod mesh;
 pub mod overlay;
 pub mod path;
+pub mod policy;
 pub mod sleeve;
 pub mod state_file;
