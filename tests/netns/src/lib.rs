@@ -31,5 +31,5 @@ pub use names::list_netns;
 pub use net::Net;
 pub use prereq::weft_binary;
 pub use report::{Connection, Peer, Report};
-pub use router::Router;
+pub use router::{Router, output_text};
 pub use wait::poll_until;

@@ -255,6 +255,39 @@ impl Router {
         self.inner.cli(args)
     }
 
+    /// Runs a CLI verb that must succeed and returns its stdout; panics with both outputs
+    /// otherwise.
+    #[track_caller]
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self
+            .cli(args)
+            .unwrap_or_else(|e| panic!("weft {args:?} on {}: {e}", self.host()));
+        assert!(
+            out.status.success(),
+            "weft {args:?} on {} failed: {}",
+            self.host(),
+            output_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a CLI verb that must fail with exit status 1 (the daemon refused it) and returns
+    /// its stderr; panics otherwise.
+    #[track_caller]
+    pub fn cli_err(&self, args: &[&str]) -> String {
+        let out = self
+            .cli(args)
+            .unwrap_or_else(|e| panic!("weft {args:?} on {}: {e}", self.host()));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "weft {args:?} on {} should fail: {}",
+            self.host(),
+            output_text(&out)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// `weft report`, parsed. Fails if the command fails or does not print JSON.
     pub fn report(&self) -> Result<Report> {
         let out = self.cli(&["report"])?;
@@ -328,4 +361,13 @@ impl Router {
             .map_err(|source| self.inner.io("writing", path, source))?;
         self.inner.start()
     }
+}
+
+/// A command's stdout followed by its stderr, for failure messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

@@ -7,12 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
-use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_netns_tests::{Net, Router};
+use weft_netns_tests::{Net, Router, output_text};
 
 /// The allocation range of these tests: 512 addresses, so a 3-peer ring splits it 256/128/128
 /// and a peer runs out of its share after about 128 allocations.
@@ -28,45 +27,6 @@ const NOTICE: Duration = Duration::from_secs(60);
 const THREADS: usize = 6;
 
 // ---- helpers ----
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs a CLI verb that must succeed; returns its stdout.
-#[track_caller]
-fn cli_ok(router: &Router, args: &[&str]) -> String {
-    let out = router
-        .cli(args)
-        .unwrap_or_else(|e| panic!("weft {args:?} on {}: {e}", router.host()));
-    assert!(
-        out.status.success(),
-        "weft {args:?} on {} failed: {}",
-        router.host(),
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a CLI verb that must fail with exit status 1; returns its stderr.
-#[track_caller]
-fn cli_err(router: &Router, args: &[&str]) -> String {
-    let out = router
-        .cli(args)
-        .unwrap_or_else(|e| panic!("weft {args:?} on {}: {e}", router.host()));
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "weft {args:?} on {} should fail: {}",
-        router.host(),
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Starts a router on host `i` with the IPAM flags of these tests and `init`, dialling `peers`.
 fn launch(net: &Net, i: usize, init: &str, peers: &[usize]) -> Router {
@@ -92,7 +52,7 @@ fn three_routers(net: &Net) -> Vec<Router> {
     ];
     net.wait_until(CONVERGE, "a full mesh of 3", || full_mesh(&routers));
     for r in &routers {
-        cli_ok(r, &["prime"]);
+        r.cli_ok(&["prime"]);
     }
     net.wait_until(CONVERGE, "the 3 views of the ring to agree", || {
         converged(&routers)
@@ -226,7 +186,7 @@ fn allocate_many(router: &Router, prefix: &str, n: usize) -> BTreeMap<String, Ip
                             return got;
                         }
                         let owner = format!("{prefix}-{k}");
-                        let out = cli_ok(router, &["ipam", "allocate", &owner]);
+                        let out = router.cli_ok(&["ipam", "allocate", &owner]);
                         got.push((owner, parse_allocated(&out)));
                     }
                 })
@@ -241,7 +201,8 @@ fn allocate_many(router: &Router, prefix: &str, n: usize) -> BTreeMap<String, Ip
 
 /// `weft ipam lookup OWNER`: the addresses of `owner` on `router`.
 fn lookup(router: &Router, owner: &str) -> Vec<Ipv4Addr> {
-    cli_ok(router, &["ipam", "lookup", owner])
+    router
+        .cli_ok(&["ipam", "lookup", owner])
         .lines()
         .map(|l| l.parse().expect("address"))
         .collect()
@@ -335,7 +296,7 @@ fn parallel_allocations_are_unique_and_donation_extends_a_share() {
     assert!(
         grown >= held && grown > initial_size,
         "{host} holds {held} addresses in a share of {grown} (was {initial_size}):\n{}",
-        cli_ok(small, &["status", "ipam"])
+        small.cli_ok(&["status", "ipam"])
     );
     assert_unique_and_owned(&allocations, &names, &after);
     // Lookups agree with what allocate answered.
@@ -345,7 +306,7 @@ fn parallel_allocations_are_unique_and_donation_extends_a_share() {
         }
     }
     // The text status shows every share; they now cover the range between the three peers.
-    let shown = cli_ok(small, &["status", "ipam"]);
+    let shown = small.cli_ok(&["status", "ipam"]);
     for n in names.values() {
         assert!(
             shown.contains(n.as_str()),
@@ -475,7 +436,7 @@ fn kill9_and_restart_keeps_every_allocation() {
     // Allocate is still idempotent, and new addresses do not collide with the old ones.
     let (owner, addr) = acked.iter().next().expect("one");
     assert_eq!(
-        parse_allocated(&cli_ok(victim, &["ipam", "allocate", owner])),
+        parse_allocated(&victim.cli_ok(&["ipam", "allocate", owner])),
         *addr
     );
     let taken: BTreeSet<Ipv4Addr> = acked.values().copied().collect();
@@ -522,7 +483,7 @@ fn rmpeer_takes_over_once_and_a_second_rmpeer_is_refused() {
     net.wait_until(NOTICE, "the other two to lose the stopped router", || {
         knows_peers(first, 2) && knows_peers(second, 2)
     });
-    let out = cli_ok(first, &["rmpeer", nv]);
+    let out = first.cli_ok(&["rmpeer", nv]);
     assert_eq!(
         out.trim(),
         format!("{size_v} addresses taken over from {nv}")
@@ -537,14 +498,14 @@ fn rmpeer_takes_over_once_and_a_second_rmpeer_is_refused() {
     });
     let refused =
         format!("weft: rmpeer refused: peer {nv}'s space was already taken over by {na}\n");
-    assert_eq!(cli_err(second, &["rmpeer", nv]), refused);
+    assert_eq!(second.cli_err(&["rmpeer", nv]), refused);
     // The remover itself may run it again (to collect space granted to the dead peer later);
     // here there is nothing left.
     assert_eq!(
-        cli_err(first, &["rmpeer", nv]),
+        first.cli_err(&["rmpeer", nv]),
         format!("weft: rmpeer refused: peer {nv} owns no space in the ring (is the name right?)\n")
     );
-    let shown = cli_ok(second, &["status", "ipam"]);
+    let shown = second.cli_ok(&["status", "ipam"]);
     assert!(
         shown.contains(&format!("{nv:<18} removed by {na} (rmpeer)")),
         "{shown}"
@@ -574,7 +535,7 @@ fn reset_hands_space_over_removes_state_and_stops() {
         leaver.data_dir().join("ipam.state"),
         leaver.data_dir().join("peer-name"),
     );
-    let out = cli_ok(leaver, &["reset"]);
+    let out = leaver.cli_ok(&["reset"]);
     let heir = stay
         .iter()
         .map(|&i| names[routers[i].host()].clone())
@@ -636,20 +597,20 @@ fn reset_hands_space_over_removes_state_and_stops() {
 fn reset_without_heir_or_with_workloads_is_refused() {
     let net = Net::new(2).expect("net");
     let lone = launch(&net, 0, "consensus=1", &[]);
-    cli_ok(&lone, &["prime"]);
-    let addr = parse_allocated(&cli_ok(&lone, &["ipam", "allocate", "w1"]));
+    lone.cli_ok(&["prime"]);
+    let addr = parse_allocated(&lone.cli_ok(&["ipam", "allocate", "w1"]));
     let w = net.add_workload(0, "w1").expect("workload");
     // Attach without an address: IPAM allocates one for the workload's namespace.
-    cli_ok(&lone, &["attach", "--netns", w.ns(), "--name", "w1"]);
+    lone.cli_ok(&["attach", "--netns", w.ns(), "--name", "w1"]);
     assert_eq!(
-        cli_err(&lone, &["reset"]),
+        lone.cli_err(&["reset"]),
         "weft: reset refused: 1 workload(s) still attached (w1); detach them first with `weft \
          detach`, or their addresses would be given out again\n"
     );
-    cli_ok(&lone, &["detach", "--netns", w.ns()]);
+    lone.cli_ok(&["detach", "--netns", w.ns()]);
     let state = std::fs::read(lone.data_dir().join("ipam.state")).expect("ipam.state");
     assert_eq!(
-        cli_err(&lone, &["reset"]),
+        lone.cli_err(&["reset"]),
         "weft: reset refused: no reachable peer to hand this peer's space to; its addresses \
          would be lost\n"
     );
@@ -663,7 +624,7 @@ fn reset_without_heir_or_with_workloads_is_refused() {
 
     // consensus=3 on a lone router never makes a ring: it owns nothing and may leave.
     let empty = launch(&net, 1, "consensus=3", &[]);
-    let out = cli_ok(&empty, &["reset"]);
+    let out = empty.cli_ok(&["reset"]);
     assert!(
         out.starts_with("this peer owned no address space; removed "),
         "{out}"
@@ -695,7 +656,7 @@ fn launch_fails(net: &Net, dir: &str, args: &[&str], code: i32) -> String {
         out.status.code(),
         Some(code),
         "weft {all:?}: {}",
-        text(&out)
+        output_text(&out)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -745,31 +706,28 @@ fn bad_launch_flags_are_refused_with_exact_errors() {
 fn bad_ipam_requests_get_exact_errors() {
     let net = Net::new(1).expect("net");
     let router = launch(&net, 0, "consensus=1", &[]);
-    cli_ok(&router, &["prime"]);
+    router.cli_ok(&["prime"]);
     assert_eq!(
-        cli_err(&router, &["ipam", "claim", "c1", "10.99.0.1"]),
+        router.cli_err(&["ipam", "claim", "c1", "10.99.0.1"]),
         "weft: address 10.99.0.1 is outside the range 10.32.0.0/23\n"
     );
-    let addr = parse_allocated(&cli_ok(&router, &["ipam", "claim", "c1", "10.32.1.7"]));
+    let addr = parse_allocated(&router.cli_ok(&["ipam", "claim", "c1", "10.32.1.7"]));
     assert_eq!(addr, Ipv4Addr::new(10, 32, 1, 7));
     assert_eq!(
-        cli_err(&router, &["ipam", "claim", "c2", "10.32.1.7"]),
+        router.cli_err(&["ipam", "claim", "c2", "10.32.1.7"]),
         "weft: address 10.32.1.7 is already allocated to 'c1'; free it first or claim another \
          address\n"
     );
     assert_eq!(
-        cli_err(
-            &router,
-            &["ipam", "allocate", "c3", "--subnet", "10.64.0.0/24"]
-        ),
+        router.cli_err(&["ipam", "allocate", "c3", "--subnet", "10.64.0.0/24"]),
         "weft: subnet 10.64.0.0/24 is not inside the allocation range 10.32.0.0/23\n"
     );
     assert_eq!(
-        cli_err(&router, &["rmpeer", "bogus"]),
+        router.cli_err(&["rmpeer", "bogus"]),
         "weft: 'bogus' is not a peer name: expected 6 hex bytes such as aa:bb:cc:dd:ee:ff or \
          up to 12 hex digits\n"
     );
-    assert_eq!(cli_ok(&router, &["ipam", "free", "c1"]).trim(), "10.32.1.7");
+    assert_eq!(router.cli_ok(&["ipam", "free", "c1"]).trim(), "10.32.1.7");
     assert_eq!(lookup(&router, "c1"), Vec::<Ipv4Addr>::new());
     assert!(router.is_running());
 }
@@ -780,9 +738,9 @@ fn bad_ipam_requests_get_exact_errors() {
 fn corrupt_state_file_refuses_to_start_and_is_kept() {
     let net = Net::new(1).expect("net");
     let router = launch(&net, 0, "consensus=1", &[]);
-    cli_ok(&router, &["prime"]);
-    cli_ok(&router, &["ipam", "allocate", "keep-me"]);
-    cli_ok(&router, &["stop"]);
+    router.cli_ok(&["prime"]);
+    router.cli_ok(&["ipam", "allocate", "keep-me"]);
+    router.cli_ok(&["stop"]);
     router
         .wait_exit(Duration::from_secs(10))
         .expect("the router still runs after `weft stop`");
@@ -844,17 +802,17 @@ fn corrupt_state_file_refuses_to_start_and_is_kept() {
 fn attach_without_address_allocates_and_detach_frees() {
     let net = Net::new(1).expect("net");
     let r = launch(&net, 0, "consensus=1", &[]);
-    cli_ok(&r, &["prime"]);
+    r.cli_ok(&["prime"]);
     let w = net.add_workload(0, "wa").expect("workload");
     let owner = format!("netns:/run/netns/{}", w.ns());
-    let out = cli_ok(&r, &["attach", "--netns", w.ns(), "--name", "wa"]);
+    let out = r.cli_ok(&["attach", "--netns", w.ns(), "--name", "wa"]);
     let got = lookup(&r, &owner);
     assert_eq!(got.len(), 1, "one address for {owner}: {got:?}");
     assert!(
         out.contains(&got[0].to_string()),
         "attach printed {out:?}, IPAM holds {got:?}"
     );
-    let inside = text(
+    let inside = output_text(
         &w.exec(&["ip", "-4", "addr", "show", "ethwe"])
             .expect("ip addr"),
     );
@@ -865,9 +823,9 @@ fn attach_without_address_allocates_and_detach_frees() {
 
     // A second attach of the same namespace fails on the interface name; the address it took
     // for the same owner is the same one, and stays allocated for the first attachment.
-    cli_err(&r, &["attach", "--netns", w.ns()]);
+    r.cli_err(&["attach", "--netns", w.ns()]);
     assert_eq!(lookup(&r, &owner), got);
 
-    cli_ok(&r, &["detach", "--netns", w.ns()]);
+    r.cli_ok(&["detach", "--netns", w.ns()]);
     assert!(lookup(&r, &owner).is_empty(), "detach freed the address");
 }

@@ -8,7 +8,7 @@ use std::process::Output;
 use std::thread;
 use std::time::Duration;
 
-use weft_netns_tests::{Net, Router, Workload, poll_until};
+use weft_netns_tests::{Net, Router, Workload, output_text, poll_until};
 
 /// Time a fresh mesh of a few routers gets to converge.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -16,38 +16,6 @@ const CONVERGE: Duration = Duration::from_secs(30);
 const FDB_FOLLOW: Duration = Duration::from_secs(10);
 /// Largest ICMP payload that fits the default overlay MTU (1500 - 50 - 28).
 const MAX_PING_PAYLOAD: u32 = 1422;
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs a CLI verb that must succeed; returns its stdout.
-#[track_caller]
-fn cli_ok(router: &Router, args: &[&str]) -> String {
-    let out = router
-        .cli(args)
-        .unwrap_or_else(|e| panic!("weft {args:?}: {e}"));
-    assert!(out.status.success(), "weft {args:?} failed: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a CLI verb that must fail; returns its stderr.
-#[track_caller]
-fn cli_err(router: &Router, args: &[&str]) -> String {
-    let out = router
-        .cli(args)
-        .unwrap_or_else(|e| panic!("weft {args:?}: {e}"));
-    assert!(
-        !out.status.success(),
-        "weft {args:?} should have failed: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Interface names in a namespace, via `exec` there.
 fn links(exec: impl Fn(&[&str]) -> Output) -> Vec<String> {
@@ -111,10 +79,7 @@ fn full_mesh(routers: &[Router]) -> bool {
 }
 
 fn attach(router: &Router, w: &Workload, addr: &str) {
-    cli_ok(
-        router,
-        &["attach", addr, "--netns", w.ns(), "--name", w.name()],
-    );
+    router.cli_ok(&["attach", addr, "--netns", w.ns(), "--name", w.name()]);
 }
 
 fn pings(w: &Workload, ip: Ipv4Addr) -> bool {
@@ -174,7 +139,7 @@ fn three_hosts_two_workloads_each() {
     }
 
     // ARP resolved across hosts to the MAC `weft ps` reports on the remote host.
-    let ps2 = cli_ok(&routers[2], &["ps"]);
+    let ps2 = routers[2].cli_ok(&["ps"]);
     let w4_mac = ps2
         .lines()
         .find(|l| l.starts_with("w4 "))
@@ -182,7 +147,7 @@ fn three_hosts_two_workloads_each() {
         .unwrap_or_else(|| panic!("w4 in ps of h2:\n{ps2}"))
         .to_string();
     assert!(ps2.contains("10.32.0.5/12"), "{ps2}");
-    let neigh = text(
+    let neigh = output_text(
         &workloads[0]
             .exec(&["ip", "neigh", "show", "10.32.0.5"])
             .expect("neigh"),
@@ -210,7 +175,7 @@ fn three_hosts_two_workloads_each() {
             "10.32.0.6",
         ])
         .expect("ping");
-    assert!(ok.status.success(), "full-size ping: {}", text(&ok));
+    assert!(ok.status.success(), "full-size ping: {}", output_text(&ok));
     let too_big = workloads[0]
         .exec(&[
             "ping",
@@ -227,9 +192,10 @@ fn three_hosts_two_workloads_each() {
         .expect("ping");
     assert!(!too_big.status.success());
     assert!(
-        text(&too_big).contains("message too long") && text(&too_big).contains("mtu=1450"),
+        output_text(&too_big).contains("message too long")
+            && output_text(&too_big).contains("mtu=1450"),
         "oversized ping must be told the MTU: {}",
-        text(&too_big)
+        output_text(&too_big)
     );
 
     multicast_crosses_hosts(&workloads[5], &workloads[0], &workloads[2]);
@@ -237,21 +203,25 @@ fn three_hosts_two_workloads_each() {
 
     // expose / hide: the host itself joins the overlay.
     assert_eq!(
-        cli_ok(&routers[0], &["expose", "10.32.0.100/12"]).trim(),
+        routers[0].cli_ok(&["expose", "10.32.0.100/12"]).trim(),
         "10.32.0.100/12"
     );
     net.wait_until(Duration::from_secs(10), "w3 pinging exposed h0", || {
         pings(&workloads[3], overlay_ip(100))
     });
-    assert!(cli_ok(&routers[0], &["ps"]).contains("weft:expose 10.32.0.100/12"));
-    cli_ok(&routers[0], &["hide"]);
+    assert!(
+        routers[0]
+            .cli_ok(&["ps"])
+            .contains("weft:expose 10.32.0.100/12")
+    );
+    routers[0].cli_ok(&["hide"]);
     assert!(
         !pings(&workloads[3], overlay_ip(100)),
         "hidden host still answers"
     );
 
     // detach leaves no interface behind, on the host or in the workload.
-    let out = cli_ok(&routers[1], &["detach", "--netns", workloads[3].ns()]);
+    let out = routers[1].cli_ok(&["detach", "--netns", workloads[3].ns()]);
     assert!(out.contains("detached w3"), "{out}");
     assert!(
         !host_links(&net, 1)
@@ -261,7 +231,7 @@ fn three_hosts_two_workloads_each() {
         host_links(&net, 1)
     );
     assert_eq!(workload_links(&workloads[3]), vec!["lo"]);
-    assert!(!cli_ok(&routers[1], &["ps"]).contains("w3 "));
+    assert!(!routers[1].cli_ok(&["ps"]).contains("w3 "));
     assert!(!pings(&workloads[0], overlay_ip(4)));
 }
 
@@ -293,14 +263,14 @@ for _ in range(20):
             .collect();
         thread::sleep(Duration::from_secs(1));
         let sent = tx.exec(&["python3", "-c", SEND]).expect("sender");
-        assert!(sent.status.success(), "sender: {}", text(&sent));
+        assert!(sent.status.success(), "sender: {}", output_text(&sent));
         for (r, w) in receivers.into_iter().zip([rx, also]) {
             let out = r.join().expect("receiver thread");
             assert!(
-                out.status.success() && text(&out).contains("hello-group"),
+                out.status.success() && output_text(&out).contains("hello-group"),
                 "{} did not receive the group's datagram: {}",
                 w.name(),
-                text(&out)
+                output_text(&out)
             );
         }
     });
@@ -342,9 +312,9 @@ print(n, h.hexdigest(), flush=True)
             ok
         });
         let sent = sent.expect("client ran");
-        assert!(connected, "client: {}", text(&sent));
+        assert!(connected, "client: {}", output_text(&sent));
         let got = srv.join().expect("server thread");
-        assert!(got.status.success(), "server: {}", text(&got));
+        assert!(got.status.success(), "server: {}", output_text(&got));
         let sent = String::from_utf8_lossy(&sent.stdout).trim().to_string();
         let got = String::from_utf8_lossy(&got.stdout).trim().to_string();
         assert!(sent.starts_with("104857600 "), "client sent {sent}");
@@ -408,8 +378,8 @@ fn router_kill9_and_restart_keeps_workloads() {
     net.wait_until(Duration::from_secs(10), "a pinging b", || {
         pings(&a, Ipv4Addr::new(10, 32, 1, 2))
     });
-    let ps_before = cli_ok(&routers[0], &["ps"]);
-    let link_before = text(
+    let ps_before = routers[0].cli_ok(&["ps"]);
+    let link_before = output_text(
         &net.host(0)
             .exec(&["ip", "-o", "link", "show", "vethwe0"])
             .expect("ip"),
@@ -428,11 +398,11 @@ fn router_kill9_and_restart_keeps_workloads() {
 
     routers[0].restart().expect("restart");
     assert_eq!(
-        cli_ok(&routers[0], &["ps"]),
+        routers[0].cli_ok(&["ps"]),
         ps_before,
         "workload adopted as it was"
     );
-    let link_after = text(
+    let link_after = output_text(
         &net.host(0)
             .exec(&["ip", "-o", "link", "show", "vethwe0"])
             .expect("ip"),
@@ -454,7 +424,7 @@ fn router_kill9_and_restart_keeps_workloads() {
         .exec(&["ip", "netns", "delete", b.ns()])
         .expect("delete b's namespace");
     routers[1].restart().expect("restart h1");
-    assert!(!cli_ok(&routers[1], &["ps"]).contains("b "));
+    assert!(!routers[1].cli_ok(&["ps"]).contains("b "));
     assert!(!host_links(&net, 1).iter().any(|l| l.starts_with("vethwe")));
 }
 
@@ -469,10 +439,10 @@ fn bad_input_is_refused_and_leaves_nothing() {
         ["ip", "route", "add", "default", "dev", "eth0"].as_slice(),
     ] {
         let out = h1.exec(args).expect("ip");
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(out.status.success(), "{args:?}: {}", output_text(&out));
     }
     let _r1 = launch(&net, 1, &[], &[]);
-    let bridge_mtu = text(&h1.exec(&["cat", "/sys/class/net/weft/mtu"]).expect("cat"));
+    let bridge_mtu = output_text(&h1.exec(&["cat", "/sys/class/net/weft/mtu"]).expect("cat"));
     assert_eq!(bridge_mtu.trim(), "1350", "overlay MTU from eth0's 1400");
 
     // An MTU too small refuses to start, by flag and by environment, leaving no bridge.
@@ -488,11 +458,15 @@ fn bad_input_is_refused_and_leaves_nothing() {
         let (data, sock) = (data.display().to_string(), sock.display().to_string());
         full.extend(["--data-dir", &data, "--socket", &sock]);
         let out = with_env(h0, &full, &env);
-        assert!(!out.status.success(), "{full:?} started: {}", text(&out));
         assert!(
-            text(&out).contains("MTU") && text(&out).contains("too small"),
+            !out.status.success(),
+            "{full:?} started: {}",
+            output_text(&out)
+        );
+        assert!(
+            output_text(&out).contains("MTU") && output_text(&out).contains("too small"),
             "{full:?}: {}",
-            text(&out)
+            output_text(&out)
         );
         assert_eq!(
             host_links(&net, 0),
@@ -556,7 +530,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         (vec!["expose", "10.32.2.1/12"], "already in use"),
     ];
     for (args, why) in cases {
-        let err = cli_err(&r0, &args);
+        let err = r0.cli_err(&args);
         assert!(
             err.contains(why),
             "weft {args:?}: expected {why:?} in {err:?}"
@@ -594,10 +568,10 @@ fn bad_input_is_refused_and_leaves_nothing() {
         ["ip", "route", "add", "10.32.0.0/12", "dev", "blocker"].as_slice(),
     ] {
         let out = other.exec(args).expect("ip");
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(out.status.success(), "{args:?}: {}", output_text(&out));
     }
     let other_before = workload_links(&other);
-    let err = cli_err(&r0, &["attach", "10.32.3.9/24", "--netns", other.ns()]);
+    let err = r0.cli_err(&["attach", "10.32.3.9/24", "--netns", other.ns()]);
     assert!(
         err.contains("route to 10.32.0.0/12 already exists"),
         "{err}"
@@ -612,7 +586,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         other_before,
         "rolled-back attach left ethwe"
     );
-    assert!(!cli_ok(&r0, &["ps"]).contains("other"));
+    assert!(!r0.cli_ok(&["ps"]).contains("other"));
 }
 
 /// Runs `weft ARGS` in host `h`'s namespace with extra environment variables.
