@@ -84,6 +84,10 @@ fn add(daemon: &Daemon, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value
             "the network namespace {netns} does not exist"
         )));
     }
+    if conf.mtu.is_some() {
+        let status: CniStatusResponse = daemon.get("/cni/status")?;
+        check_mtu(conf, status.mtu)?;
+    }
     let delegate = match &conf.ipam_type {
         Some(kind) => Some(delegate::find(kind, &env.path)?),
         None => None,
@@ -114,10 +118,7 @@ fn add(daemon: &Daemon, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value
         pod_namespace: env.args.pod_namespace.clone(),
         pod_name: env.args.pod_name.clone(),
     };
-    let attached = daemon
-        .post::<_, CniAttachment>("/cni/add", &req)
-        .and_then(|a| check_mtu(conf, a));
-    match attached {
+    match daemon.post::<_, CniAttachment>("/cni/add", &req) {
         Ok(a) => Ok(result::add_result(conf, &a)),
         Err(e) => {
             if let Some(plugin) = &delegate {
@@ -129,13 +130,12 @@ fn add(daemon: &Daemon, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value
 }
 
 /// A configured `mtu` must be the overlay's: weft's interfaces all use the overlay MTU.
-fn check_mtu(conf: &NetConf, attached: CniAttachment) -> Result<CniAttachment> {
+fn check_mtu(conf: &NetConf, overlay_mtu: u32) -> Result<()> {
     match conf.mtu {
-        Some(mtu) if mtu != attached.mtu => Err(CniError::InvalidConfig(format!(
-            "\"mtu\" {mtu} differs from the weft overlay MTU {}: omit it or set it to {}",
-            attached.mtu, attached.mtu
+        Some(mtu) if mtu != overlay_mtu => Err(CniError::InvalidConfig(format!(
+            "\"mtu\" {mtu} differs from the weft overlay MTU {overlay_mtu}: omit it or set it to {overlay_mtu}"
         ))),
-        _ => Ok(attached),
+        _ => Ok(()),
     }
 }
 
@@ -159,8 +159,7 @@ fn check(daemon: &Daemon, env: &Env, conf: &NetConf) -> Result<()> {
         netns: env.netns.clone(),
     };
     let attached: CniAttachment = daemon.post("/cni/check", &req)?;
-    check_mtu(conf, attached)?;
-    Ok(())
+    check_mtu(conf, attached.mtu)
 }
 
 fn status(daemon: &Daemon) -> Result<()> {

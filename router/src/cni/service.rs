@@ -221,6 +221,7 @@ impl CniService {
     pub fn status(&self) -> CniStatusResponse {
         CniStatusResponse {
             ipam_ready: self.ipam.status().ready,
+            mtu: self.overlay.mtu(),
         }
     }
 

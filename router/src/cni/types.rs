@@ -86,4 +86,6 @@ pub struct CniGcResponse {
 pub struct CniStatusResponse {
     /// Whether the address ring is ready (before, an ADD first waits for consensus).
     pub ipam_ready: bool,
+    /// The overlay MTU every weft interface gets.
+    pub mtu: u32,
 }
