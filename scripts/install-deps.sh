@@ -19,6 +19,8 @@ have runc || need+=(runc)
 have iptables || need+=(iptables)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
+# Prometheus 2.42: the metrics store is compared with it and benchmarked against it.
+have prometheus || need+=(prometheus)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
