@@ -10,6 +10,9 @@ use std::process::{Command, Stdio};
 use serde_json::{Value, json};
 use weft_netns_tests::{Net, Router, Workload, weft_binary};
 
+/// A bad-input case: what, the environment, stdin, the expected error code.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Value, u64);
+
 /// What one plugin run gave back.
 struct Run {
     ok: bool,
@@ -259,7 +262,7 @@ fn every_command_and_error_code_through_a_real_router() {
     wrong_mtu["mtu"] = json!(1300);
     let mut missing_ns = full.clone();
     missing_ns[2] = ("CNI_NETNS", "/run/netns/no-such-namespace");
-    let cases: Vec<(&str, Vec<(&str, &str)>, Value, u64)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "missing CNI_COMMAND",
             without("CNI_COMMAND"),
