@@ -1,7 +1,7 @@
 //! The attach pipeline shared by `weft attach`, the CNI plugin and the Docker driver: an address
 //! from IPAM (allocated, or claimed when the caller names one inside the range), then the
-//! overlay's veth and routes. A failure after the address was taken gives the address back, so
-//! nothing is left half-made.
+//! overlay's veth and routes, then the workload's name in DNS. A failure after the address was
+//! taken gives the address back, so nothing is left half-made.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -78,6 +78,7 @@ pub async fn attach(
             (text, taken)
         }
     };
+    let name = input.name.clone();
     let spec = AttachSpec {
         address,
         netns: input.netns,
@@ -85,7 +86,10 @@ pub async fn attach(
         ifname: input.ifname,
     };
     match overlay.attach(spec).await {
-        Ok(a) => Ok(a),
+        Ok(a) => {
+            crate::dns::hook::workload_attached(&a, name.as_deref()).await;
+            Ok(a)
+        }
         Err(e) => {
             if let Some(ip) = taken.filter(|ip| !held.contains(ip)) {
                 release(ipam, ip);
@@ -103,6 +107,7 @@ pub async fn detach(
     ifname: Option<String>,
 ) -> Result<Vec<Attachment>, ApiError> {
     let gone = overlay.detach(netns, ifname).await?;
+    crate::dns::hook::workloads_detached(&gone).await;
     for a in &gone {
         release(ipam, a.address.ip());
     }

@@ -50,6 +50,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
     };
 
     let allocator = load_allocator(ipam_config(&args, name)?, &args.data_dir)?;
+    let dns = crate::dns::prepare(dns_config(&args), name, &args.data_dir)?;
 
     let mesh_listener = TcpListener::bind(("0.0.0.0", args.port))
         .await
@@ -110,6 +111,9 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         .await
         .context("starting IPAM")?;
 
+    let (dns, dns_task) = crate::dns::launch(dns, &args.data_dir, mesh.clone(), overlay.clone())
+        .await
+        .context("starting DNS")?;
     let cni = crate::cni::CniService::load(&args.data_dir, ipam.clone(), overlay.clone())
         .context("loading the CNI attachments")?;
     let stop = Arc::new(Notify::new());
@@ -121,6 +125,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         ipam,
         sleeve: data_path.sleeve,
         cni,
+        dns,
     };
     let control_task = tokio::spawn(serve_control(control, state.clone()));
     let status_task = tokio::spawn(serve_status(status, state));
@@ -135,10 +140,22 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         r = status_task => warn!("status API ended: {r:?}"),
     }
     fdb_task.abort();
+    dns_task.abort();
     if let Err(e) = std::fs::remove_file(&socket) {
         warn!("removing {}: {e}", socket.display());
     }
     Ok(())
+}
+
+/// The DNS settings from the `--dns-*` flags.
+fn dns_config(args: &LaunchArgs) -> crate::dns::DnsConfig {
+    crate::dns::DnsConfig {
+        domain: args.dns_domain.clone(),
+        ttl: args.dns_ttl,
+        listen: args.dns_listen_address,
+        resolv_conf: args.resolv_conf.clone(),
+        range: args.ipalloc_range,
+    }
 }
 
 /// The IPAM configuration from the `--ipalloc-*` flags.

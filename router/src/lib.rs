@@ -10,6 +10,7 @@ pub mod attach;
 pub mod cli;
 pub mod cni;
 pub mod daemon;
+pub mod dns;
 pub mod ipam;
 pub mod mesh;
 pub mod overlay;

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod cni;
+pub mod dns;
 pub mod error;
 pub mod ipam;
 pub mod server;

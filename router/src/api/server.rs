@@ -39,6 +39,8 @@ pub struct ApiState {
     pub overlay: Overlay,
     /// The address allocator.
     pub ipam: IpamService,
+    /// DNS records and the server's address.
+    pub dns: crate::dns::DnsService,
     /// The sleeve data path.
     pub sleeve: crate::sleeve::Sleeve,
     /// Attachments made through the CNI plugin.
@@ -75,6 +77,7 @@ pub fn control_routes(state: ApiState) -> Router {
         .route("/expose", post(expose))
         .route("/hide", post(hide))
         .merge(super::ipam::routes())
+        .merge(super::dns::routes())
         .merge(super::cni::routes())
         .with_state(state)
 }
@@ -179,6 +182,11 @@ async fn attach(
     req: Result<Json<AttachRequest>, JsonRejection>,
 ) -> Result<Json<OverlayChange>, ApiError> {
     let req = body(req)?;
+    let resolv = if req.rewrite_resolv {
+        Some(super::dns::resolv_target(&state, req.netns.as_deref())?)
+    } else {
+        None
+    };
     let input = AttachInput {
         address: req.address,
         netns: NetnsRef::from_parts(req.netns, req.pid)?,
@@ -189,6 +197,9 @@ async fn attach(
         labels: Default::default(),
     };
     let attached = crate::attach::attach(&state.ipam, &state.overlay, input).await?;
+    if let Some(target) = resolv {
+        super::dns::rewrite_resolv(&state, &target)?;
+    }
     Ok(Json(OverlayChange {
         workloads: vec![WorkloadInfo::from(&attached)],
         addresses: Vec::new(),

@@ -85,6 +85,9 @@ pub struct AttachRequest {
     /// IPAM owner id (e.g. a container id); the namespace path when absent.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Write `/etc/netns/<netns>/resolv.conf` pointing at weft's DNS (named namespaces only).
+    #[serde(default)]
+    pub rewrite_resolv: bool,
 }
 
 /// Body of `POST /detach`.

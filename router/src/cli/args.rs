@@ -92,6 +92,38 @@ pub enum Command {
     /// Install the CNI plugin as `weft` in the CNI bin dir and write `10-weft.conflist`
     /// (weft, then portmap) pointing at this router's control socket.
     SetupCni(SetupCniArgs),
+    /// Register DNS records: for an attached workload (its addresses unless given), or for a
+    /// host name with -h FQDN.
+    #[command(name = "dns-add", disable_help_flag = true)]
+    DnsAdd(DnsChangeArgs),
+    /// Remove DNS records added on this router.
+    #[command(name = "dns-remove", disable_help_flag = true)]
+    DnsRemove(DnsChangeArgs),
+    /// Print the addresses weft's DNS answers for NAME.
+    #[command(name = "dns-lookup")]
+    DnsLookup {
+        /// A name; the weft domain is appended when missing.
+        name: String,
+    },
+    /// Install the CNI plugin as `weft` in the CNI bin dir and write `10-weft.conflist`
+    /// (weft, then portmap) pointing at this router's control socket.
+    SetupCni(SetupCniArgs),
+    /// Network policies (Kubernetes NetworkPolicy): apply, list, get, delete, drops.
+    #[command(subcommand)]
+    Policy(crate::cli::policy::PolicyVerb),
+    /// Change a workload's labels: KEY=VALUE sets, KEY- removes.
+    Label {
+        /// The workload: name, NAMESPACE/NAME or address.
+        workload: String,
+        /// Label changes.
+        #[arg(required = true)]
+        edits: Vec<String>,
+    },
+    /// Namespaces of workloads, for policies.
+    #[command(subcommand)]
+    Namespace(crate::cli::policy::NamespaceVerb),
+    /// Run a PromQL query against the router's metrics store and print the result as a table.
+    Query(crate::tsdb::QueryArgs),
     /// Print weft's version.
     Version,
 }
@@ -139,6 +171,22 @@ pub struct AttachArgs {
     /// Name of the interface inside the namespace.
     #[arg(long, default_value = DEFAULT_IFNAME)]
     pub ifname: String,
+    /// Write /etc/netns/NAME/resolv.conf so the named namespace uses weft's DNS.
+    #[arg(long)]
+    pub rewrite_resolv: bool,
+}
+
+/// Arguments of `weft dns-add` and `weft dns-remove`: `[ADDR...] (CONTAINER | -h FQDN)`.
+#[derive(Debug, Clone, Args)]
+pub struct DnsChangeArgs {
+    /// Addresses, then optionally the name of an attached workload.
+    pub args: Vec<String>,
+    /// A fully qualified host name inside the weft domain.
+    #[arg(short = 'h', long = "hostname")]
+    pub hostname: Option<String>,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
 }
 
 /// Parts of `weft status`.
@@ -152,6 +200,8 @@ pub enum StatusWhat {
     Targets,
     /// The address ring: each peer's share, as `weave status ipam`.
     Ipam,
+    /// Every DNS record: name, address, owner, peer (as `weave status dns`).
+    Dns,
 }
 
 /// `weft ipam` verbs: the address allocator, by owner id.
@@ -227,12 +277,33 @@ pub struct LaunchArgs {
     /// Subnet of the range that allocations use when none is named; the whole range when absent.
     #[arg(long)]
     pub ipalloc_default_subnet: Option<Cidr>,
+    /// Where DNS listens, IP or IP:PORT; port 53 of the bridge's first exposed address (see
+    /// `weft expose`) when absent, so never a host's external interface by default.
+    #[arg(long, value_parser = parse_dns_listen)]
+    pub dns_listen_address: Option<std::net::SocketAddr>,
+    /// The domain weft's DNS answers for.
+    #[arg(long, default_value = "weft.local.")]
+    pub dns_domain: String,
+    /// TTL of DNS answers, in seconds.
+    #[arg(long, default_value_t = 1)]
+    pub dns_ttl: u32,
+    /// Resolver configuration naming the upstream servers for other names.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log_level: String,
     /// Peers to connect to, as HOST or HOST:PORT.
     #[arg(value_parser = peer_arg)]
     pub peers: Vec<String>,
+}
+
+fn parse_dns_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, 53));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not IP or IP:PORT, e.g. 10.32.0.1 or 127.0.0.1:5353"))
 }
 
 fn peer_arg(s: &str) -> Result<String, String> {

@@ -228,3 +228,22 @@ pub fn reset(r: &crate::api::ipam::ResetResponse) -> String {
         r.removed.join(", ")
     )
 }
+
+/// `weft status dns`, `dns-add`, `dns-remove`: one line per record as `weave status dns`
+/// (name without the domain, address, owner, peer).
+pub fn dns(r: &crate::api::dns::DnsRecords) -> String {
+    let domain = crate::dns::Fqdn::parse(&r.domain).ok();
+    let mut out = String::new();
+    for rec in &r.records {
+        let name = match (&domain, crate::dns::Fqdn::parse(&rec.name)) {
+            (Some(d), Ok(n)) => n.short(d).to_string(),
+            _ => rec.name.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<15} {:<15} {:<12} {}",
+            name, rec.addr, rec.owner, rec.peer
+        );
+    }
+    out
+}

@@ -6,13 +6,16 @@ pub mod format;
 
 use std::process::ExitCode;
 
-pub use args::{AttachArgs, Cli, Command, IpamVerb, LaunchArgs, NetnsArgs, StatusWhat};
+pub use args::{
+    AttachArgs, Cli, Command, DnsChangeArgs, IpamVerb, LaunchArgs, NetnsArgs, StatusWhat,
+};
 
 use crate::api::ipam::{
     AddressesResponse, AllocateRequest, AllocateResponse, FreeRequest, LookupRequest, PrimeRequest,
     ResetRequest, ResetResponse, RmpeerRequest, RmpeerResponse,
 };
 
+use crate::api::dns::{DnsChangeRequest, DnsLookupRequest, DnsLookupResponse};
 use crate::api::{
     AttachRequest, Client, ConnectRequest, DetachRequest, ExposeRequest, ForgetRequest, Report,
 };
@@ -102,6 +105,21 @@ async fn ipam_verb(client: &Client, verb: IpamVerb) -> Result<String, crate::api
     })
 }
 
+/// `[ADDR...] [CONTAINER]`: the last argument is the workload when it is not an address; the
+/// router checks every address (and refuses anything else with a clear message).
+fn dns_change(a: DnsChangeArgs) -> DnsChangeRequest {
+    let mut addrs = a.args;
+    let container = match addrs.last() {
+        Some(last) if last.parse::<std::net::IpAddr>().is_err() => addrs.pop(),
+        _ => None,
+    };
+    DnsChangeRequest {
+        addrs,
+        container,
+        hostname: a.hostname,
+    }
+}
+
 async fn client_verb(client: &Client, command: Command) -> Result<String, crate::api::ClientError> {
     let empty = |_: serde_json::Value| String::new();
     Ok(match command {
@@ -113,6 +131,7 @@ async fn client_verb(client: &Client, command: Command) -> Result<String, crate:
                 Some(StatusWhat::Connections) => format::connections(&report),
                 Some(StatusWhat::Targets) => format::targets(&report),
                 Some(StatusWhat::Ipam) => format::ipam(&client.get("/ipam/status").await?),
+                Some(StatusWhat::Dns) => format::dns(&client.get("/dns/status").await?),
             }
         }
         Command::Rmpeer { peer } => {
@@ -150,6 +169,7 @@ async fn client_verb(client: &Client, command: Command) -> Result<String, crate:
                 name: a.name,
                 ifname: Some(a.ifname),
                 owner: None,
+                rewrite_resolv: a.rewrite_resolv,
             };
             format::attached(&client.post("/attach", &req).await?)
         }
@@ -171,6 +191,17 @@ async fn client_verb(client: &Client, command: Command) -> Result<String, crate:
         Command::Hide { address } => {
             format::addresses(&client.post("/hide", &ExposeRequest { address }).await?)
         }
+        Command::DnsAdd(a) => format::dns(&client.post("/dns/add", &dns_change(a)).await?),
+        Command::DnsRemove(a) => format::dns(&client.post("/dns/remove", &dns_change(a)).await?),
+        Command::DnsLookup { name } => {
+            let r: DnsLookupResponse = client
+                .post("/dns/lookup", &DnsLookupRequest { name })
+                .await?;
+            r.addrs.iter().map(|a| format!("{a}\n")).collect()
+        }
+        Command::Policy(verb) => policy::policy_verb(client, verb).await?,
+        Command::Label { workload, edits } => policy::label(client, workload, edits).await?,
+        Command::Namespace(verb) => policy::namespace_verb(client, verb).await?,
         Command::Version => format!("weft {}", env!("CARGO_PKG_VERSION")),
         Command::Launch(_) | Command::SetupCni(_) => {
             unreachable!("launch and setup-cni do not talk to a running router")
