@@ -25,6 +25,8 @@ pub struct Cli {
 
 /// The verbs.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of `launch`'s flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the router in the foreground, joining the peers given.
     Launch(LaunchArgs),
