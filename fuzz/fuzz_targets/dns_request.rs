@@ -22,9 +22,14 @@ fuzz_target!(|data: &[u8]| {
     let tables = store.tables();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for proto in [Protocol::Udp, Protocol::Tcp] {
-        if let Outcome::Reply(bytes) =
-            handle_bytes(&zone, &tables, data, "10.32.0.7".parse().expect("static"), proto, &mut rng)
-            && proto == Protocol::Udp
+        if let Outcome::Reply(bytes) = handle_bytes(
+            &zone,
+            &tables,
+            data,
+            "10.32.0.7".parse().expect("static"),
+            proto,
+            &mut rng,
+        ) && proto == Protocol::Udp
         {
             assert!(bytes.len() <= 65535);
         }
