@@ -12,6 +12,10 @@ have ip || need+=(iproute2)
 have nft || need+=(nftables)
 have ping || need+=(iputils-ping)
 have python3 || need+=(python3)
+# Data plane tests (packet capture of the sleeve) and bench/overlay (iperf3, wg for boringtun).
+have tcpdump || need+=(tcpdump)
+have iperf3 || need+=(iperf3)
+have wg || need+=(wireguard-tools)
 # Container runtimes for the CNI (podman) and Docker driver tests.
 have podman || need+=(podman)
 have dockerd || need+=(docker.io)

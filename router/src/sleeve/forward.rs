@@ -1,5 +1,6 @@
 //! Where a frame read from the TAP port goes: to the one peer its destination MAC was learned
-//! from, else (broadcast, multicast, unknown) to every peer whose traffic rides the sleeve.
+//! from, else (broadcast, multicast, unknown) to every peer whose traffic rides the sleeve. The
+//! caller sends only to peers on the sleeve.
 //! Peers on the fast path get flooded frames through the kernel VXLAN device instead, so no
 //! peer receives a frame twice. Sans-IO.
 

@@ -220,8 +220,10 @@ fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
             };
             let frame = &frame[..n];
             match shared.with_macs(|t| t.destination(frame)) {
+                // A peer back on the fast path gets its frames through VXLAN; the bridge
+                // relearns there once the overlay flushed its entries on this port.
                 Destination::Peer(p) => {
-                    if let Some(peer) = shared.peer(p) {
+                    if let Some(peer) = shared.peer(p).filter(|p| p.via_sleeve()) {
                         out.push(&peer, frame, &shared.counters);
                     }
                 }

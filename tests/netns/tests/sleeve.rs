@@ -1,0 +1,350 @@
+//! End-to-end data plane tests (issue 5, the sleeve and the path choice): real `weft` routers
+//! in network namespaces. With a password every workload frame crosses the underlay sealed in
+//! the UDP 6783 sleeve; without one, a peer whose VXLAN port (UDP 6784) is blocked moves to the
+//! sleeve and back. Needs root, `ip`, `nft`, `ping`, `python3`, `tcpdump`, and
+//! `cargo build -p weft-router` first.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use weft_netns_tests::{Net, Router, Workload, output_text};
+
+/// Time a fresh mesh of a few routers gets to converge.
+const CONVERGE: Duration = Duration::from_secs(30);
+/// How fast traffic must move between paths when the fast path breaks or heals.
+const SWITCH: Duration = Duration::from_secs(5);
+/// What the tests send to find in a capture.
+const MARKER: &str = "weft-plaintext-marker-7f3a";
+
+fn launch(net: &Net, i: usize, peers: &[usize], extra: &[&str]) -> Router {
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    args.extend(peers.iter().map(|&p| net.host(p).addr().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    net.host(i)
+        .spawn_weft(&args)
+        .unwrap_or_else(|e| panic!("launching weft on h{i}: {e}"))
+}
+
+fn full_mesh(routers: &[Router]) -> bool {
+    routers.iter().all(|me| {
+        let Ok(report) = me.report() else {
+            return false;
+        };
+        routers.iter().filter(|o| o.addr() != me.addr()).all(|o| {
+            report
+                .established()
+                .iter()
+                .any(|c| c.ip() == o.addr().to_string())
+        })
+    })
+}
+
+fn overlay_ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 32, 0, n)
+}
+
+fn attach(router: &Router, w: &Workload, ip: Ipv4Addr) {
+    router.cli_ok(&[
+        "attach",
+        &format!("{ip}/12"),
+        "--netns",
+        w.ns(),
+        "--name",
+        w.name(),
+    ]);
+}
+
+fn pings(w: &Workload, ip: Ipv4Addr) -> bool {
+    w.exec(&["ping", "-q", "-c", "1", "-W", "1", &ip.to_string()])
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The `weft status connections` line about the router at `ip`.
+fn connection_line(router: &Router, ip: Ipv4Addr) -> String {
+    let out = router.cli_ok(&["status", "connections"]);
+    out.lines()
+        .find(|l| l.contains(&format!("{ip}:")))
+        .unwrap_or_else(|| panic!("no connection to {ip} in:\n{out}"))
+        .to_string()
+}
+
+fn path_to(router: &Router, ip: Ipv4Addr) -> String {
+    let line = connection_line(router, ip);
+    line.split_whitespace().nth(3).unwrap_or("").to_string()
+}
+
+/// The sleeve's garbage counter from `weft report`.
+fn garbage(router: &Router) -> u64 {
+    let report = router.report().expect("report");
+    report.raw()["data_path"]["sleeve"]["garbage"]
+        .as_u64()
+        .expect("data_path.sleeve.garbage in the report")
+}
+
+/// Runs `cmd` in the underlay namespace.
+fn underlay(net: &Net, cmd: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", net.underlay()]).args(cmd);
+    c
+}
+
+/// Captures UDP to `port` on the underlay bridge while `traffic` runs; returns the raw capture.
+fn capture(net: &Net, port: u16, traffic: impl FnOnce()) -> Vec<u8> {
+    let file = net.dir().join(format!("capture-{port}.pcap"));
+    let filter = format!("udp port {port}");
+    let mut dump = underlay(
+        net,
+        &[
+            "tcpdump",
+            "-i",
+            "br0",
+            "-U",
+            "-s",
+            "0",
+            "-w",
+            file.to_str().expect("utf-8 path"),
+            &filter,
+        ],
+    )
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("tcpdump");
+    thread::sleep(Duration::from_secs(1));
+    traffic();
+    thread::sleep(Duration::from_millis(500));
+    let _ = dump.kill();
+    let _ = dump.wait();
+    std::fs::read(&file).expect("capture file")
+}
+
+/// Sends the marker from `from` to `to_ip` as UDP datagrams and waits until `to` got one.
+fn send_marker(from: &Workload, to: &Workload, to_ip: Ipv4Addr) {
+    const RECEIVE: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("", 5009)); s.settimeout(10)
+print(s.recvfrom(200)[0].decode(), flush=True)
+"#;
+    let send = format!(
+        "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for _ in range(10):\n    s.sendto(b'{MARKER}', ('{to_ip}', 5009)); time.sleep(0.1)\n"
+    );
+    thread::scope(|scope| {
+        let rx = scope.spawn(|| to.exec(&["python3", "-c", RECEIVE]).expect("receiver"));
+        thread::sleep(Duration::from_millis(500));
+        let sent = from.exec(&["python3", "-c", &send]).expect("sender");
+        assert!(sent.status.success(), "{}", output_text(&sent));
+        let got = rx.join().expect("receiver thread");
+        assert!(
+            output_text(&got).contains(MARKER),
+            "marker did not arrive: {}",
+            output_text(&got)
+        );
+    });
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// 100 MiB over TCP from `client` to `server` (at `server_ip`); both ends hash what they saw.
+fn tcp_transfer_arrives_intact(server: &Workload, server_ip: Ipv4Addr, client: &Workload) {
+    const SERVE: &str = r#"
+import hashlib, socket
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("", 5008)); l.listen(1); l.settimeout(60)
+c, _ = l.accept(); c.settimeout(60)
+h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 20)
+    if not b: break
+    h.update(b); n += len(b)
+print(n, h.hexdigest(), flush=True)
+"#;
+    const SEND: &str = r#"
+import hashlib, random, socket, sys
+r = random.Random(5); h = hashlib.sha256(); n = 0
+s = socket.create_connection((sys.argv[1], 5008), timeout=60)
+for _ in range(100):
+    b = r.randbytes(1 << 20)
+    s.sendall(b); h.update(b); n += len(b)
+s.close()
+print(n, h.hexdigest(), flush=True)
+"#;
+    thread::scope(|scope| {
+        let srv = scope.spawn(|| server.exec(&["python3", "-c", SERVE]).expect("server"));
+        thread::sleep(Duration::from_millis(500));
+        let sent = client
+            .exec(&["python3", "-c", SEND, &server_ip.to_string()])
+            .expect("client");
+        let got = srv.join().expect("server thread");
+        assert!(sent.status.success(), "client: {}", output_text(&sent));
+        assert!(got.status.success(), "server: {}", output_text(&got));
+        let (s, g) = (output_text(&sent), output_text(&got));
+        assert!(s.starts_with(&(100u64 << 20).to_string()), "{s}");
+        assert_eq!(s.trim(), g.trim(), "the bytes received differ from the bytes sent");
+    });
+}
+
+fn every_pair_pings(net: &Net, workloads: &[Workload]) {
+    for (a, wa) in workloads.iter().enumerate() {
+        for b in 0..workloads.len() {
+            if a != b {
+                let ip = overlay_ip(b as u8 + 1);
+                net.wait_until(
+                    Duration::from_secs(10),
+                    &format!("w{a} pinging {ip}"),
+                    || pings(wa, ip),
+                );
+            }
+        }
+    }
+}
+
+/// With a password: 3 hosts × 2 workloads over the encrypted sleeve only (no VXLAN device);
+/// every pair pings, 100 MiB arrive intact, the underlay shows no plaintext, garbage datagrams
+/// on UDP 6783 are dropped and counted, and a restarted router's workloads reconnect.
+#[test]
+fn encrypted_sleeve_three_hosts() {
+    let net = Net::new(3).expect("net");
+    let pw = ["--password", "sleeve-test-secret"];
+    let routers = [
+        launch(&net, 0, &[], &pw),
+        launch(&net, 1, &[0], &pw),
+        launch(&net, 2, &[0, 1], &pw),
+    ];
+    net.wait_until(CONVERGE, "a full mesh of 3", || full_mesh(&routers));
+    let workloads: Vec<Workload> = (0..6)
+        .map(|k| net.add_workload(k / 2, &format!("w{k}")).expect("workload"))
+        .collect();
+    for (k, w) in workloads.iter().enumerate() {
+        attach(&routers[k / 2], w, overlay_ip(k as u8 + 1));
+    }
+    every_pair_pings(&net, &workloads);
+
+    for (i, r) in routers.iter().enumerate() {
+        for j in (0..3).filter(|&j| j != i) {
+            let line = connection_line(r, net.host(j).addr());
+            assert!(
+                line.contains(" sleeve ") && line.contains(" encrypted ") && line.contains("mtu="),
+                "h{i} -> h{j}: {line}"
+            );
+        }
+        let links = output_text(&net.host(i).exec(&["ip", "-o", "link"]).expect("ip link"));
+        assert!(!links.contains("vxlan-weft"), "h{i} has a VXLAN device with a password");
+        assert!(links.contains("weft-sleeve"), "h{i} lacks the sleeve TAP port");
+    }
+
+    let seen = capture(&net, 6783, || {
+        send_marker(&workloads[0], &workloads[2], overlay_ip(3))
+    });
+    assert!(seen.len() > 1000, "the capture saw no sleeve traffic ({} bytes)", seen.len());
+    assert!(!contains(&seen, MARKER), "plaintext marker visible on the underlay");
+
+    tcp_transfer_arrives_intact(&workloads[4], overlay_ip(5), &workloads[1]);
+
+    // Garbage to h0's sleeve port, from a peer's address (so it reaches the decryption) and
+    // from the underlay bridge's own namespace: dropped, counted, harmless.
+    let before = garbage(&routers[0]);
+    const GARBAGE: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(500):
+    b = os.urandom(1 + i % 300)
+    if i % 3 == 0: b = bytes([1]) + b
+    if i % 3 == 1: b = bytes([2]) + b
+    s.sendto(b, (sys.argv[1], 6783))
+"#;
+    let h0 = net.host(0).addr().to_string();
+    let out = net
+        .host(1)
+        .exec(&["python3", "-c", GARBAGE, &h0])
+        .expect("garbage sender");
+    assert!(out.status.success(), "{}", output_text(&out));
+    net.wait_until(Duration::from_secs(5), "h0 counting the garbage", || {
+        garbage(&routers[0]) >= before + 500
+    });
+    assert!(routers[0].is_running(), "garbage crashed the router");
+    assert!(pings(&workloads[0], overlay_ip(3)) || pings(&workloads[0], overlay_ip(3)));
+
+    // A restarted router's workloads are reachable again over fresh sessions.
+    routers[1].kill9().expect("kill h1");
+    routers[1].restart().expect("restart h1");
+    net.wait_until(CONVERGE, "the mesh after the restart", || full_mesh(&routers));
+    for (a, b) in [(0usize, 2u8), (2, 0), (3, 4), (5, 3)] {
+        let ip = overlay_ip(b + 1);
+        net.wait_until(
+            Duration::from_secs(15),
+            &format!("w{a} pinging {ip} after h1 restarted"),
+            || pings(&workloads[a], ip),
+        );
+    }
+}
+
+/// Without a password: peers use VXLAN; blocking UDP 6784 between h0 and h1 moves their
+/// traffic to the (unencrypted) sleeve within 5 s, h2 stays on VXLAN, and unblocking brings it
+/// back. A capture proves which port carried the traffic.
+#[test]
+fn fallback_to_the_sleeve_and_back() {
+    let net = Net::new(3).expect("net");
+    let routers = [
+        launch(&net, 0, &[], &[]),
+        launch(&net, 1, &[0], &[]),
+        launch(&net, 2, &[0, 1], &[]),
+    ];
+    net.wait_until(CONVERGE, "a full mesh of 3", || full_mesh(&routers));
+    let workloads: Vec<Workload> = (0..3)
+        .map(|k| net.add_workload(k, &format!("w{k}")).expect("workload"))
+        .collect();
+    for (k, w) in workloads.iter().enumerate() {
+        attach(&routers[k], w, overlay_ip(k as u8 + 1));
+    }
+    let (h0, h1, h2) = (net.host(0).addr(), net.host(1).addr(), net.host(2).addr());
+    net.wait_until(Duration::from_secs(10), "every peer on fastdp", || {
+        [(0, h1), (0, h2), (1, h0), (2, h0)]
+            .iter()
+            .all(|&(i, ip)| path_to(&routers[i], ip) == "fastdp")
+    });
+    every_pair_pings(&net, &workloads);
+    let line = connection_line(&routers[0], h1);
+    assert!(line.contains(" unencrypted ") && line.contains("mtu=1450"), "{line}");
+    // On the fast path, the marker crosses in VXLAN (UDP 6784), in the clear.
+    let vxlan = capture(&net, 6784, || {
+        send_marker(&workloads[0], &workloads[1], overlay_ip(2))
+    });
+    assert!(contains(&vxlan, MARKER), "fast path traffic not seen on UDP 6784");
+
+    net.block_udp_port(0, 1, 6784).expect("block 6784");
+    let blocked = Instant::now();
+    net.wait_until(SWITCH, "h0 and h1 moving each other to the sleeve", || {
+        path_to(&routers[0], h1) == "sleeve" && path_to(&routers[1], h0) == "sleeve"
+    });
+    net.wait_until(
+        SWITCH.saturating_sub(blocked.elapsed()) + Duration::from_secs(2),
+        "w0 pinging w1 over the sleeve",
+        || pings(&workloads[0], overlay_ip(2)),
+    );
+    assert!(pings(&workloads[1], overlay_ip(1)));
+    assert_eq!(path_to(&routers[0], h2), "fastdp", "h2 must be unaffected");
+    assert_eq!(path_to(&routers[2], h0), "fastdp", "h2 must be unaffected");
+    assert!(pings(&workloads[0], overlay_ip(3)) && pings(&workloads[2], overlay_ip(1)));
+    let sleeve = capture(&net, 6783, || {
+        send_marker(&workloads[0], &workloads[1], overlay_ip(2))
+    });
+    assert!(contains(&sleeve, MARKER), "sleeve traffic not seen on UDP 6783");
+
+    net.unblock_udp_port(0, 1, 6784).expect("unblock 6784");
+    net.wait_until(SWITCH, "h0 and h1 back on fastdp", || {
+        path_to(&routers[0], h1) == "fastdp" && path_to(&routers[1], h0) == "fastdp"
+    });
+    net.wait_until(Duration::from_secs(5), "w0 pinging w1 again", || {
+        pings(&workloads[0], overlay_ip(2))
+    });
+    let back = capture(&net, 6784, || {
+        send_marker(&workloads[0], &workloads[1], overlay_ip(2))
+    });
+    assert!(contains(&back, MARKER), "traffic did not return to VXLAN");
+}
