@@ -39,8 +39,6 @@ pub struct ApiState {
     pub overlay: Overlay,
     /// The address allocator.
     pub ipam: IpamService,
-    /// The sleeve data path.
-    pub sleeve: crate::sleeve::Sleeve,
     /// DNS records and the server's address.
     pub dns: crate::dns::DnsService,
     /// The sleeve data path.
