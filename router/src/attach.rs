@@ -13,6 +13,7 @@ use weft_ipam::IpamError;
 use crate::api::ApiError;
 use crate::ipam::IpamService;
 use crate::overlay::{AttachSpec, Attachment, NetnsRef, Overlay};
+use crate::policy::model::NamedPort;
 
 /// How long an attach waits for IPAM to find an address (the ring may still be forming).
 const ALLOCATE_WAIT: Duration = Duration::from_secs(30);
@@ -43,6 +44,18 @@ pub async fn attach(
     ipam: &IpamService,
     overlay: &Overlay,
     input: AttachInput,
+) -> Result<Attachment, ApiError> {
+    attach_with_ports(ipam, overlay, input, &[]).await
+}
+
+/// [`attach`] for a workload that names some of its ports (`http=80/TCP`), which policies may
+/// refer to by name. The policy step runs before the answer, so policies selecting the workload
+/// are in force when it is reported attached; if that step fails, the attachment is undone.
+pub async fn attach_with_ports(
+    ipam: &IpamService,
+    overlay: &Overlay,
+    input: AttachInput,
+    ports: &[NamedPort],
 ) -> Result<Attachment, ApiError> {
     let path = input.netns.path();
     if !path.exists() {
@@ -79,6 +92,7 @@ pub async fn attach(
         }
     };
     let name = input.name.clone();
+    let (namespace, labels) = (input.namespace.clone(), input.labels.clone());
     let spec = AttachSpec {
         address,
         netns: input.netns,
@@ -87,6 +101,19 @@ pub async fn attach(
     };
     match overlay.attach(spec).await {
         Ok(a) => {
+            if let Err(e) =
+                crate::policy::hook::workload_attached(&a, namespace.as_deref(), &labels, ports)
+                    .await
+            {
+                let netns = NetnsRef::Path(a.netns.display().to_string());
+                if let Err(undo) = overlay.detach(netns, Some(a.ifname.clone())).await {
+                    warn!(workload = %a.name, "undoing the attachment failed: {undo}");
+                }
+                if let Some(ip) = taken.filter(|ip| !held.contains(ip)) {
+                    release(ipam, ip);
+                }
+                return Err(crate::api::policy::api_error(e));
+            }
             crate::dns::hook::workload_attached(&a, name.as_deref()).await;
             Ok(a)
         }
@@ -108,6 +135,9 @@ pub async fn detach(
 ) -> Result<Vec<Attachment>, ApiError> {
     let gone = overlay.detach(netns, ifname).await?;
     crate::dns::hook::workloads_detached(&gone).await;
+    if let Err(e) = crate::policy::hook::workloads_detached(&gone).await {
+        warn!("forgetting the policy records of detached workloads failed: {e}");
+    }
     for a in &gone {
         release(ipam, a.address.ip());
     }

@@ -114,6 +114,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
     let (dns, dns_task) = crate::dns::launch(dns, &args.data_dir, mesh.clone(), overlay.clone())
         .await
         .context("starting DNS")?;
+    let policy = start_policy(&args.data_dir, name, mesh.clone(), &overlay).await?;
     let cni = crate::cni::CniService::load(&args.data_dir, ipam.clone(), overlay.clone())
         .context("loading the CNI attachments")?;
     let stop = Arc::new(Notify::new());
@@ -126,6 +127,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         sleeve: data_path.sleeve,
         cni,
         dns,
+        policy,
     };
     let control_task = tokio::spawn(serve_control(control, state.clone()));
     let status_task = tokio::spawn(serve_status(status, state));
@@ -156,6 +158,30 @@ fn dns_config(args: &LaunchArgs) -> crate::dns::DnsConfig {
         resolv_conf: args.resolv_conf.clone(),
         range: args.ipalloc_range,
     }
+}
+
+/// Starts network policy enforcement (table `inet weft`) for the workloads attached now, and
+/// hooks it into the attach pipeline.
+async fn start_policy(
+    data_dir: &Path,
+    name: PeerName,
+    mesh: driver::MeshHandle,
+    overlay: &Overlay,
+) -> anyhow::Result<crate::policy::PolicyService> {
+    let attached: Vec<std::net::Ipv4Addr> = overlay
+        .list()
+        .await
+        .attachments
+        .iter()
+        .map(|a| a.address.ip())
+        .collect();
+    let driver = crate::policy::nft::NftDriver::new().context("preparing policy enforcement")?;
+    let policy =
+        crate::policy::PolicyService::start(data_dir, name, mesh, Box::new(driver), &attached)
+            .await
+            .context("starting network policy")?;
+    crate::policy::hook::install(policy.clone());
+    Ok(policy)
 }
 
 /// The IPAM configuration from the `--ipalloc-*` flags.

@@ -8,6 +8,7 @@ pub mod cni;
 pub mod dns;
 pub mod error;
 pub mod ipam;
+pub mod policy;
 pub mod server;
 pub mod types;
 

@@ -45,6 +45,8 @@ pub struct ApiState {
     pub sleeve: crate::sleeve::Sleeve,
     /// Attachments made through the CNI plugin.
     pub cni: crate::cni::CniService,
+    /// Network policy.
+    pub policy: crate::policy::PolicyService,
 }
 
 impl ApiState {
@@ -77,6 +79,7 @@ pub fn control_routes(state: ApiState) -> Router {
         .route("/expose", post(expose))
         .route("/hide", post(hide))
         .merge(super::ipam::routes())
+        .merge(super::policy::routes())
         .merge(super::dns::routes())
         .merge(super::cni::routes())
         .with_state(state)
@@ -193,10 +196,17 @@ async fn attach(
         name: req.name,
         ifname: req.ifname,
         owner: req.owner,
-        namespace: None,
-        labels: Default::default(),
+        namespace: req.namespace,
+        labels: crate::policy::labels::parse_labels(&req.labels)
+            .map_err(super::policy::api_error)?,
     };
-    let attached = crate::attach::attach(&state.ipam, &state.overlay, input).await?;
+    let ports = req
+        .ports
+        .iter()
+        .map(|p| crate::policy::model::NamedPort::parse(p).map_err(super::policy::api_error))
+        .collect::<Result<Vec<_>, _>>()?;
+    let attached =
+        crate::attach::attach_with_ports(&state.ipam, &state.overlay, input, &ports).await?;
     if let Some(target) = resolv {
         super::dns::rewrite_resolv(&state, &target)?;
     }

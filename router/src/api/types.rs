@@ -88,6 +88,15 @@ pub struct AttachRequest {
     /// Write `/etc/netns/<netns>/resolv.conf` pointing at weft's DNS (named namespaces only).
     #[serde(default)]
     pub rewrite_resolv: bool,
+    /// The workload's namespace for policies (`default` when absent).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Its labels, `KEY=VALUE`.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Its named ports, `NAME=PORT/PROTO`.
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 /// Body of `POST /detach`.

@@ -176,6 +176,15 @@ pub struct AttachArgs {
     /// Write /etc/netns/NAME/resolv.conf so the named namespace uses weft's DNS.
     #[arg(long)]
     pub rewrite_resolv: bool,
+    /// The workload's namespace, for policies.
+    #[arg(long, default_value = crate::policy::spec::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// A label, KEY=VALUE (repeat for more).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// A named port, NAME=PORT/PROTO such as http=80/TCP (repeat for more).
+    #[arg(long = "port")]
+    pub ports: Vec<String>,
 }
 
 /// Arguments of `weft dns-add` and `weft dns-remove`: `[ADDR...] (CONTAINER | -h FQDN)`.

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod format;
+pub mod policy;
 
 use std::process::ExitCode;
 
@@ -170,6 +171,9 @@ async fn client_verb(client: &Client, command: Command) -> Result<String, crate:
                 ifname: Some(a.ifname),
                 owner: None,
                 rewrite_resolv: a.rewrite_resolv,
+                namespace: Some(a.namespace),
+                labels: a.labels,
+                ports: a.ports,
             };
             format::attached(&client.post("/attach", &req).await?)
         }

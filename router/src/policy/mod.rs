@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod error;
+pub mod hook;
 pub mod labels;
 pub mod model;
 pub mod nft;

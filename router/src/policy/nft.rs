@@ -288,20 +288,22 @@ fn chain_rules(chain: &Chain) -> Vec<schema::Rule<'static>> {
 }
 
 fn forward_rules(rs: &Ruleset) -> Vec<schema::Rule<'static>> {
+    // `in` tests flags (`ct state established,related`); `==` would want both bits at once.
     let mut out = vec![rule(
         "forward",
         vec![
-            eq(
-                Expression::Named(NamedExpression::CT(CT {
+            Statement::Match(Match {
+                left: Expression::Named(NamedExpression::CT(CT {
                     key: "state".into(),
                     family: None,
                     dir: None,
                 })),
-                Expression::List(vec![
+                right: Expression::List(vec![
                     Expression::String("established".into()),
                     Expression::String("related".into()),
                 ]),
-            ),
+                op: Operator::IN,
+            }),
             Statement::Accept(None),
         ],
     )];
@@ -482,6 +484,10 @@ mod tests {
         assert!(json.contains(r#"{"range":[80,81]}"#), "{json}");
         assert!(json.contains(r#""target":"ing-10-32-0-1""#), "{json}");
         assert!(json.contains(r#""group":27"#), "{json}");
+        assert!(
+            json.contains(r#""right":["established","related"],"op":"in""#),
+            "{json}"
+        );
         assert!(json.contains(r#""ing-10-32-0-1-tcp""#), "{json}");
         assert!(
             json.contains(r#"{"range":["0.0.0.5","0.0.0.9"]}"#),
