@@ -2,8 +2,10 @@
 //!
 //! Start order: logging, password, data dir and identity, then every listener is bound (so a
 //! port or socket in use fails the start with a clear message before anything runs), then the
-//! overlay (bridge, VXLAN, adopted workloads), then the mesh, then the APIs. Shutdown (SIGINT,
-//! SIGTERM or `weft stop`) removes the control socket; workloads stay attached.
+//! overlay (bridge, VXLAN, adopted workloads), then the mesh, then the APIs. The metrics store is
+//! opened (WAL replayed) with the listeners and serves its Prometheus API with the other APIs.
+//! Shutdown (SIGINT, SIGTERM or `weft stop`) stops the metrics API, removes the control socket;
+//! workloads stay attached.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,6 +66,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
     let status = TcpListener::bind(args.status_addr)
         .await
         .with_context(|| format!("binding the status listener {}", args.status_addr))?;
+    let tsdb = crate::tsdb::Tsdb::open(&args.metrics, &args.data_dir).await?;
 
     let router = Arc::new(RouterInfo {
         name: name.to_string(),
@@ -131,6 +134,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
     };
     let control_task = tokio::spawn(serve_control(control, state.clone()));
     let status_task = tokio::spawn(serve_status(status, state));
+    let tsdb = tsdb.serve();
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -142,6 +146,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         r = status_task => warn!("status API ended: {r:?}"),
     }
     fdb_task.abort();
+    tsdb.shutdown().await;
     dns_task.abort();
     if let Err(e) = std::fs::remove_file(&socket) {
         warn!("removing {}: {e}", socket.display());

@@ -18,3 +18,4 @@ pub mod path;
 pub mod policy;
 pub mod sleeve;
 pub mod state_file;
+pub mod tsdb;

@@ -304,6 +304,9 @@ pub struct LaunchArgs {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log_level: String,
+    /// The metrics store: Prometheus API address, retention, tenancy, per-tenant limits.
+    #[command(flatten)]
+    pub metrics: Box<crate::tsdb::MetricsArgs>,
     /// Peers to connect to, as HOST or HOST:PORT.
     #[arg(value_parser = peer_arg)]
     pub peers: Vec<String>,

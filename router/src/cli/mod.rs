@@ -26,12 +26,29 @@ pub async fn run_client(cli: Cli) -> ExitCode {
     if let Command::SetupCni(args) = cli.command {
         return setup_cni(cli.socket, args);
     }
+    if let Command::Query(args) = cli.command {
+        return query(&args).await;
+    }
     let client = Client::new(&cli.socket);
     match client_verb(&client, cli.command).await {
         Ok(out) => {
             if !out.is_empty() {
                 println!("{}", out.trim_end());
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `weft query`: asks the metrics API over TCP, not the control socket.
+async fn query(args: &crate::tsdb::QueryArgs) -> ExitCode {
+    match crate::tsdb::run_query(args).await {
+        Ok(table) => {
+            print!("{table}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -207,8 +224,8 @@ async fn client_verb(client: &Client, command: Command) -> Result<String, crate:
         Command::Label { workload, edits } => policy::label(client, workload, edits).await?,
         Command::Namespace(verb) => policy::namespace_verb(client, verb).await?,
         Command::Version => format!("weft {}", env!("CARGO_PKG_VERSION")),
-        Command::Launch(_) | Command::SetupCni(_) => {
-            unreachable!("launch and setup-cni do not talk to a running router")
+        Command::Launch(_) | Command::SetupCni(_) | Command::Query(_) => {
+            unreachable!("launch, setup-cni and query do not talk to the control socket")
         }
     })
 }
