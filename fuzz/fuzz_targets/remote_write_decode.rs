@@ -12,9 +12,15 @@ const MAX_FUTURE_MS: i64 = 10 * 60 * 1000;
 fuzz_target!(|body: &[u8]| {
     if let Ok(series) = decode_write_request(body, NOW_MS, MAX_FUTURE_MS) {
         for s in &series {
-            assert!(s.labels.metric_name().is_some(), "accepted a series without a name");
             assert!(
-                s.labels.iter().zip(s.labels.iter().skip(1)).all(|(a, b)| a.name < b.name),
+                s.labels.metric_name().is_some(),
+                "accepted a series without a name"
+            );
+            assert!(
+                s.labels
+                    .iter()
+                    .zip(s.labels.iter().skip(1))
+                    .all(|(a, b)| a.name < b.name),
                 "accepted unsorted or duplicate labels: {}",
                 s.labels
             );

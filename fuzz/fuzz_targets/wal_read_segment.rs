@@ -11,6 +11,10 @@ fuzz_target!(|data: &[u8]| {
         let bytes = r.encode();
         let again = WalRecord::decode(&bytes).expect("an accepted record re-decodes");
         // Compared as bytes: NaN values (staleness markers) are not equal to themselves.
-        assert_eq!(again.encode(), bytes, "record does not survive encode/decode");
+        assert_eq!(
+            again.encode(),
+            bytes,
+            "record does not survive encode/decode"
+        );
     }
 });
