@@ -11,8 +11,8 @@
 //!
 //! Debian ships Prometheus 2.42, whose range and lookback windows are closed where 3.x's are
 //! left-open: samples lie at odd milliseconds and evaluation times at whole seconds (not
-//! multiples of a minute), so no sample ever sits on a window boundary. The test is skipped,
-//! with a message, when `prometheus` is not installed.
+//! multiples of a minute), so no sample ever sits on a window boundary. The test fails when
+//! `prometheus` is not installed (`scripts/install-deps.sh` installs it).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -478,10 +478,10 @@ fn describe(r: &Res) -> String {
 
 #[test]
 fn promql_matches_real_prometheus() {
-    if !installed("prometheus") {
-        eprintln!("skipped: prometheus not installed (apt-get install prometheus)");
-        return;
-    }
+    assert!(
+        installed("prometheus"),
+        "prometheus is not installed: run scripts/install-deps.sh (Debian package prometheus 2.42)"
+    );
     let data = dataset();
     let dir = tempfile::tempdir().expect("tempdir");
     let prom = start_prometheus(dir.path());

@@ -2,8 +2,8 @@
 //!
 //! The test serves [`weft_metrics::http::router`] on a loopback port, starts Debian's
 //! `prometheus` scraping itself every second with `remote_write` to weft's `/api/v1/push`,
-//! waits until weft holds samples and checks them. Skipped, with a message, when `prometheus`
-//! is not installed.
+//! waits until weft holds samples and checks them. Fails when `prometheus` is not installed
+//! (`scripts/install-deps.sh` installs it).
 //!
 //! Tenancy is off here (tenant `anonymous`): Debian's Prometheus 2.42 parses `headers:` in a
 //! `remote_write` block but was observed not to send them, so it cannot set `X-Scope-OrgID`.
@@ -41,10 +41,10 @@ async fn prometheus_remote_writes_into_weft() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    if !installed.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: prometheus not installed (apt-get install prometheus)");
-        return;
-    }
+    assert!(
+        installed.is_ok_and(|s| s.success()),
+        "prometheus is not installed: run scripts/install-deps.sh (Debian package prometheus 2.42)"
+    );
     let storage = Arc::new(Storage::open(StorageConfig::default()).expect("storage"));
     let metrics: MetricsSource = Arc::new(String::new);
     let app = router(
