@@ -25,6 +25,9 @@ have iptables || need+=(iptables)
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
 # Prometheus 2.42: the metrics store is compared with it and benchmarked against it.
 have prometheus || need+=(prometheus)
+# DNS tests and bench/dns: dnsmasq as the upstream and the comparison server, dig as the client.
+have dnsmasq || need+=(dnsmasq-base)
+have dig || need+=(dnsutils)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
