@@ -1,7 +1,8 @@
 //! The README demo: three `weft` routers on three hosts (network namespaces on one underlay
 //! bridge), joined into one encrypted mesh that agrees on an address ring (`consensus=3`); prints
 //! what `weft status` shows on each, allocates an address on each host and prints every host's
-//! `weft status ipam`, then tears everything down. Nothing is added to the machine's own network
+//! `weft status ipam`, attaches a named workload on two hosts and resolves one from the other by
+//! name with `dig`, then tears everything down. Nothing is added to the machine's own network
 //! namespace.
 
 use std::process::ExitCode;
@@ -88,6 +89,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         show(r, &["status", "ipam"])?;
     }
 
+    resolve_by_name(&net, &routers)?;
+
     step("stopping the routers and removing the namespaces");
     for r in &routers {
         r.cli(&["stop"])?;
@@ -95,4 +98,57 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     drop(net);
     println!("done");
     Ok(())
+}
+
+/// Attaches workload `web` on the first host and `client` on the last, exposes an address on each
+/// host so its DNS server listens, and resolves `web.weft.local` from `client` with `dig`.
+fn resolve_by_name(net: &Net, routers: &[Router]) -> Result<(), Box<dyn std::error::Error>> {
+    let last = routers.len() - 1;
+    step("DNS: attaching workload web on h0 and workload client on the last host (IPAM addresses)");
+    let web = net.add_workload(0, "web")?;
+    let client = net.add_workload(last, "client")?;
+    show(
+        &routers[0],
+        &["attach", "--netns", web.ns(), "--name", "web"],
+    )?;
+    show(
+        &routers[last],
+        &["attach", "--netns", client.ns(), "--name", "client"],
+    )?;
+    for (i, r) in routers.iter().enumerate() {
+        show(r, &["expose", &format!("{}/12", dns_addr(i))])?;
+    }
+    let server = dns_addr(last).to_string();
+    let query = [
+        "dig",
+        "+short",
+        "+tries=1",
+        "+time=1",
+        &format!("@{server}"),
+        "web.weft.local",
+    ];
+    let mut answer = String::new();
+    poll_until(Duration::from_secs(10), || {
+        answer = client
+            .exec(&query)
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        !answer.is_empty() && !answer.starts_with(';')
+    });
+    step(&format!(
+        "resolving web from client on {}",
+        routers[last].host()
+    ));
+    println!("$ {}   # in client", query.join(" "));
+    println!("{answer}");
+    if answer.is_empty() || answer.starts_with(';') {
+        return Err(format!("web.weft.local did not resolve\n{}", net.log_tails()).into());
+    }
+    show(&routers[last], &["status", "dns"])?;
+    Ok(())
+}
+
+/// The overlay address host `i` exposes in the demo, where its DNS server listens.
+fn dns_addr(i: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(10, 47, 255, 1 + i as u8)
 }
