@@ -2,8 +2,9 @@
 //! bridge), joined into one encrypted mesh that agrees on an address ring (`consensus=3`); prints
 //! what `weft status` shows on each, allocates an address on each host and prints every host's
 //! `weft status ipam`, attaches a named workload on two hosts and resolves one from the other by
-//! name with `dig`, then tears everything down. Nothing is added to the machine's own network
-//! namespace.
+//! name with `dig`, has two tenants write metrics through one router's Prometheus API and queries
+//! them back with `weft query`, then tears everything down. Nothing is added to the machine's own
+//! network namespace.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -34,6 +35,55 @@ fn show(router: &Router, args: &[&str]) -> Result<(), Box<dyn std::error::Error>
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     Ok(())
+}
+
+/// Two tenants remote-write series into the Prometheus API of `router` (TCP 6782 on host 0),
+/// then `weft query` reads each tenant's data back.
+fn metrics_demo(net: &Net, router: &Router) -> Result<(), Box<dyn std::error::Error>> {
+    use weft_metrics::labels::{Labels, Sample, Series};
+    step("metrics: tenants team-a and team-b remote_write to h0's Prometheus API (TCP 6782)");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let now_ms = i64::try_from(now.as_millis())?;
+    for (tenant, service, per_step) in [("team-a", "web", 5.0), ("team-b", "db", 2.0)] {
+        let labels =
+            Labels::from_pairs([("__name__", "demo_requests_total"), ("service", service)])?;
+        let samples = (0..10)
+            .map(|i| Sample {
+                t: now_ms - (10 - i) * 10_000,
+                v: per_step * i as f64,
+            })
+            .collect();
+        let body = weft_metrics::remote_write::encode_write_request(&[Series { labels, samples }]);
+        let status = net.host(0).run_in(|| push(tenant, &body))??;
+        println!("  POST /api/v1/push  X-Scope-OrgID: {tenant}  ->  {status}");
+    }
+    for tenant in ["team-a", "team-b"] {
+        show(
+            router,
+            &["query", "demo_requests_total", "--tenant", tenant],
+        )?;
+        show(
+            router,
+            &["query", "rate(demo_requests_total[1m])", "--tenant", tenant],
+        )?;
+    }
+    Ok(())
+}
+
+/// Pushes a remote_write body to the local API as `tenant`; returns the HTTP status line.
+fn push(tenant: &str, body: &[u8]) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", 6782))?;
+    write!(
+        s,
+        "POST /api/v1/push HTTP/1.0\r\nContent-Type: application/x-protobuf\r\n\
+         Content-Encoding: snappy\r\nX-Scope-OrgID: {tenant}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    Ok(answer.lines().next().unwrap_or_default().to_owned())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -90,6 +140,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     resolve_by_name(&net, &routers)?;
+
+    metrics_demo(&net, &routers[0])?;
 
     step("stopping the routers and removing the namespaces");
     for r in &routers {
