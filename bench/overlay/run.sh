@@ -5,6 +5,7 @@
 # path, weft's sleeve unencrypted (UDP 6784 dropped so the path choice falls back), weft's
 # sleeve encrypted (--password), and boringtun (WireGuard in userspace). Prints a table and the
 # ratios. Needs root; leaves nothing behind. Usage: bench/overlay/run.sh [seconds-per-test]
+# (WEFT_BIN=path/to/weft skips the release build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}
@@ -26,9 +27,13 @@ bash scripts/install-deps.sh "bench/overlay/run.sh builds network namespaces and
 for tool in iperf3 ping nft; do
     command -v $tool >/dev/null || { echo "bench needs $tool"; exit 1; }
 done
-echo "== building weft (release)"
-cargo build --release -q -p weft-router --bins
-WEFT=$PWD/target/release/weft
+if [ -n "${WEFT_BIN:-}" ]; then
+    WEFT=$(realpath "$WEFT_BIN")   # a weft binary given by the caller
+else
+    echo "== building weft (release)"
+    cargo build --release -q -p weft-router --bins
+    WEFT=$PWD/target/release/weft
+fi
 
 echo "== namespaces"
 for ns in $U $H0 $H1 $W0 $W1; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
@@ -81,15 +86,20 @@ measure() {
 
 measure "underlay veth" $H0 $H1 $A1
 
-# Plain kernel VXLAN, as weft's fast path builds it but by hand (VNI 42, port 4789).
+# Plain kernel VXLAN set up by hand in the same shape as weft's fast path (VNI 42, port 4789,
+# a bridge per host, a veth into the workload namespace), so the ratio measures weft itself.
 for i in 0 1; do
-    h=$P-h$i; remote=198.18.0.$((2 - i))
+    h=$P-h$i; w=$P-w$i; remote=198.18.0.$((2 - i))
+    ip -n "$h" link add brbench type bridge
     ip -n "$h" link add vxbench type vxlan id 42 dstport 4789 remote "$remote" local 198.18.0.$((i + 1)) dev eth0
-    ip -n "$h" link set vxbench mtu 1450 up
-    ip -n "$h" addr add 10.99.0.$((i + 1))/24 dev vxbench
+    ip -n "$h" link add vethbench type veth peer name ethbench netns "$w"
+    for dev in vxbench vethbench; do ip -n "$h" link set $dev mtu 1450 master brbench up; done
+    ip -n "$h" link set brbench up
+    ip -n "$w" link set ethbench mtu 1450 up
+    ip -n "$w" addr add 10.99.0.$((i + 1))/24 dev ethbench
 done
-measure "kernel VXLAN (by hand)" $H0 $H1 10.99.0.2
-for h in $H0 $H1; do ip -n "$h" link del vxbench; done
+measure "kernel VXLAN (by hand)" $W0 $W1 10.99.0.2
+for h in $H0 $H1; do ip -n "$h" link del vxbench; ip -n "$h" link del vethbench; ip -n "$h" link del brbench; done
 
 start_weft() {
     local extra=("$@")
@@ -137,7 +147,12 @@ ip netns exec $W0 ping -q -c 3 -W 2 10.32.0.2 >/dev/null || true
 measure "weft fast path" $W0 $W1 10.32.0.2
 # Drop VXLAN between the hosts (in the underlay): the path choice moves to the sleeve.
 ip netns exec $U nft -f - <<NFT
-table bridge wbench { chain f { type filter hook forward priority 0; udp dport 6784 drop; } }
+table bridge wbench {
+    chain f {
+        type filter hook forward priority 0;
+        udp dport 6784 drop
+    }
+}
 NFT
 wait_path sleeve
 ip netns exec $W0 ping -q -c 3 -W 2 10.32.0.2 >/dev/null || true
