@@ -120,6 +120,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
     let policy = start_policy(&args.data_dir, name, mesh.clone(), &overlay).await?;
     let cni = crate::cni::CniService::load(&args.data_dir, ipam.clone(), overlay.clone())
         .context("loading the CNI attachments")?;
+    let docker = start_docker(&args, &ipam, &overlay)?;
     let stop = Arc::new(Notify::new());
     let state = ApiState {
         router,
@@ -127,9 +128,9 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         stop: stop.clone(),
         overlay,
         ipam,
-        sleeve: data_path.sleeve,
         cni,
         dns,
+        sleeve: data_path.sleeve,
         policy,
     };
     let control_task = tokio::spawn(serve_control(control, state.clone()));
@@ -146,12 +147,33 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         r = status_task => warn!("status API ended: {r:?}"),
     }
     fdb_task.abort();
+    if let Some(docker) = docker {
+        docker.stop();
+    }
     tsdb.shutdown().await;
     dns_task.abort();
     if let Err(e) = std::fs::remove_file(&socket) {
         warn!("removing {}: {e}", socket.display());
     }
     Ok(())
+}
+
+/// Serves the Docker network and IPAM driver when `--docker-plugin` is given.
+fn start_docker(
+    args: &LaunchArgs,
+    ipam: &IpamService,
+    overlay: &Overlay,
+) -> anyhow::Result<Option<crate::docker::DockerPlugin>> {
+    if !args.docker_plugin {
+        return Ok(None);
+    }
+    let config = crate::docker::DockerConfig {
+        dir: args.docker_plugin_dir.clone(),
+        name: args.docker_plugin_name.clone(),
+    };
+    let backend = crate::docker::WeftBackend::new(ipam.clone(), overlay.clone());
+    let driver = crate::docker::Driver::new(Arc::new(backend));
+    Ok(Some(crate::docker::DockerPlugin::start(&config, driver)?))
 }
 
 /// The DNS settings from the `--dns-*` flags.

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cni;
 pub mod daemon;
 pub mod dns;
+pub mod docker;
 pub mod ipam;
 pub mod mesh;
 pub mod overlay;

@@ -91,9 +91,6 @@ pub enum Command {
         /// The address to remove.
         address: Option<String>,
     },
-    /// Install the CNI plugin as `weft` in the CNI bin dir and write `10-weft.conflist`
-    /// (weft, then portmap) pointing at this router's control socket.
-    SetupCni(SetupCniArgs),
     /// Register DNS records: for an attached workload (its addresses unless given), or for a
     /// host name with -h FQDN.
     #[command(name = "dns-add", disable_help_flag = true)]
@@ -288,6 +285,15 @@ pub struct LaunchArgs {
     /// Subnet of the range that allocations use when none is named; the whole range when absent.
     #[arg(long)]
     pub ipalloc_default_subnet: Option<Cidr>,
+    /// Serve the Docker network and IPAM driver on `<docker-plugin-dir>/<docker-plugin-name>.sock`.
+    #[arg(long)]
+    pub docker_plugin: bool,
+    /// The Docker plugin name (`docker network create -d NAME --ipam-driver NAME`).
+    #[arg(long, default_value = "weft")]
+    pub docker_plugin_name: String,
+    /// Where dockerd discovers plugin sockets.
+    #[arg(long, default_value = "/run/docker/plugins")]
+    pub docker_plugin_dir: PathBuf,
     /// Where DNS listens, IP or IP:PORT; port 53 of the bridge's first exposed address (see
     /// `weft expose`) when absent, so never a host's external interface by default.
     #[arg(long, value_parser = parse_dns_listen)]

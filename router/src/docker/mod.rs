@@ -1,0 +1,22 @@
+//! Docker integration: the libnetwork remote network driver and remote IPAM driver protocols,
+//! served by the daemon on `<plugin-dir>/<name>.sock` when launched with `--docker-plugin`.
+//!
+//! `docker network create -d weft --ipam-driver weft NET` then gives containers weft addresses:
+//! the IPAM driver allocates from weft's ring, and `Join` attaches the container's sandbox
+//! through the shared attach pipeline ([`crate::attach`]), the same path as `weft attach` and
+//! CNI (veth on bridge `weft`, address, routes, DNS, policy). `Join` returns the gateway; the
+//! interface is already in the sandbox, so no `InterfaceName` is handed to dockerd to move.
+
+pub mod backend;
+pub mod driver;
+pub mod error;
+pub mod protocol;
+pub mod server;
+
+pub use backend::{Backend, JoinSpec, WeftBackend};
+pub use driver::Driver;
+pub use error::DockerError;
+pub use server::{DockerConfig, DockerPlugin};
+
+#[cfg(test)]
+mod tests;
