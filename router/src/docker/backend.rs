@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use ipnetwork::Ipv4Network;
 
 use super::DockerError;
+use super::staging::Staging;
 use crate::api::ApiError;
 use crate::attach::{AttachInput, attach, detach};
 use crate::ipam::IpamService;
@@ -17,12 +18,10 @@ use crate::overlay::{NetnsRef, Overlay};
 /// How long a RequestAddress waits for IPAM (the ring may still be forming).
 const ALLOCATE_WAIT: Duration = Duration::from_secs(30);
 
-/// A container to attach at `Join`.
+/// An endpoint to give an interface at `Join`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinSpec {
-    /// The sandbox (network namespace) path, as this process can open it.
-    pub netns: String,
-    /// The interface to create inside.
+    /// The name of the interface dockerd will move into the container.
     pub ifname: String,
     /// The address, `ADDR/PREFIX`.
     pub address: Ipv4Network,
@@ -43,14 +42,26 @@ pub trait Backend: Send + Sync {
     async fn allocate(&self, owner: &str, addr: Option<Ipv4Addr>) -> Result<Ipv4Addr, DockerError>;
     /// Frees `ip` if IPAM still gives it to `owner`; otherwise does nothing.
     fn free(&self, owner: &str, ip: Ipv4Addr) -> Result<(), DockerError>;
-    /// Attaches a container's sandbox.
-    async fn attach(&self, spec: JoinSpec) -> Result<(), DockerError>;
-    /// Detaches interface `ifname` of the sandbox `netns` (and frees its address).
-    async fn detach(&self, netns: &str, ifname: &str) -> Result<(), DockerError>;
+    /// Makes the endpoint's veth: attached to the overlay with its address, the inner end
+    /// named `spec.ifname` in the router's namespace for dockerd to move into the container.
+    async fn prepare(&self, spec: JoinSpec) -> Result<Prepared, DockerError>;
+    /// Removes a prepared veth (wherever its inner end went) and frees its address.
+    async fn release(&self, prepared: Prepared) -> Result<(), DockerError>;
     /// Gives the host `gateway` on the bridge.
     async fn expose(&self, gateway: Ipv4Network) -> Result<(), DockerError>;
     /// Takes `gateway` off the bridge.
     async fn hide(&self, gateway: Ipv4Addr) -> Result<(), DockerError>;
+}
+
+/// A veth made by [`Backend::prepare`].
+#[derive(Debug)]
+pub struct Prepared {
+    /// The namespace the attachment was made in.
+    pub netns: String,
+    /// The inner end's name.
+    pub ifname: String,
+    /// Keeps the staging namespace alive (absent in tests).
+    pub staging: Option<Staging>,
 }
 
 /// The real backend: weft's IPAM service and overlay.
@@ -103,32 +114,45 @@ impl Backend for WeftBackend {
         Ok(())
     }
 
-    async fn attach(&self, spec: JoinSpec) -> Result<(), DockerError> {
+    async fn prepare(&self, spec: JoinSpec) -> Result<Prepared, DockerError> {
+        let staging = Staging::new()?;
+        let netns = staging.path();
         attach(
             &self.ipam,
             &self.overlay,
             AttachInput {
                 address: Some(spec.address.to_string()),
-                netns: NetnsRef::Path(spec.netns),
+                netns: NetnsRef::Path(netns.clone()),
                 name: Some(spec.name),
-                ifname: Some(spec.ifname),
+                ifname: Some(spec.ifname.clone()),
                 owner: Some(spec.owner),
                 namespace: None,
                 labels: Default::default(),
             },
         )
         .await?;
-        Ok(())
+        let moved = staging.move_to_daemon(&spec.ifname);
+        let prepared = Prepared {
+            netns,
+            ifname: spec.ifname,
+            staging: Some(staging),
+        };
+        if let Err(e) = moved {
+            self.release(prepared).await?;
+            return Err(e);
+        }
+        Ok(prepared)
     }
 
-    async fn detach(&self, netns: &str, ifname: &str) -> Result<(), DockerError> {
+    async fn release(&self, prepared: Prepared) -> Result<(), DockerError> {
         detach(
             &self.ipam,
             &self.overlay,
-            NetnsRef::Path(netns.to_string()),
-            Some(ifname.to_string()),
+            NetnsRef::Path(prepared.netns.clone()),
+            Some(prepared.ifname.clone()),
         )
         .await?;
+        drop(prepared.staging);
         Ok(())
     }
 

@@ -15,14 +15,18 @@ use super::protocol::{
     CreateEndpoint, CreateNetwork, EndpointRef, Join, NetworkRef, ReleaseAddress, ReleasePool,
     RequestAddress, RequestPool, parse,
 };
-use super::{Backend, DockerError, JoinSpec};
+use super::{Backend, DockerError, JoinSpec, Prepared};
 
 /// The address space weft reports for both scopes.
 pub const ADDRESS_SPACE: &str = "weft";
 /// The option value dockerd sets on a gateway's RequestAddress.
 const GATEWAY_REQUEST: &str = "com.docker.network.gateway";
-/// Interfaces tried inside a sandbox, in order.
-const IFNAMES: usize = 10;
+/// Prefix of the veth names handed to dockerd (`vw` + the endpoint id's start).
+const VETH_PREFIX: &str = "vw";
+/// How much of the endpoint id goes into a veth name (15 bytes at most in all).
+const VETH_ID: usize = 10;
+/// The name dockerd gives the interface inside the container (`eth0`, `eth1`, ...).
+const DST_PREFIX: &str = "eth";
 /// Length of the endpoint id prefix used as the workload name.
 const SHORT_ID: usize = 12;
 
@@ -32,12 +36,12 @@ struct NetworkRec {
     gateway: Option<Ipv4Network>,
 }
 
-/// An endpoint, joined to a sandbox once `sandbox` is set.
-#[derive(Debug, Clone)]
+/// An endpoint, with its veth once joined.
+#[derive(Debug)]
 struct EndpointRec {
     network: String,
     address: Ipv4Network,
-    sandbox: Option<(String, String)>,
+    joined: Option<Prepared>,
 }
 
 #[derive(Debug, Default)]
@@ -71,14 +75,8 @@ impl Driver {
         }
     }
 
-    /// Handles `method` with the JSON `body`; `peer_pid` is dockerd's pid when known, used to
-    /// open the sandbox through dockerd's mount namespace.
-    pub async fn call(
-        &self,
-        method: &str,
-        body: &[u8],
-        peer_pid: Option<i32>,
-    ) -> Result<Value, DockerError> {
+    /// Handles `method` with the JSON `body`.
+    pub async fn call(&self, method: &str, body: &[u8]) -> Result<Value, DockerError> {
         match method {
             "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
             "NetworkDriver.GetCapabilities" => {
@@ -93,7 +91,7 @@ impl Driver {
                 Ok(json!({"Value": {}}))
             }
             "NetworkDriver.DeleteEndpoint" => self.delete_endpoint(parse(method, body)?).await,
-            "NetworkDriver.Join" => self.join(parse(method, body)?, peer_pid).await,
+            "NetworkDriver.Join" => self.join(parse(method, body)?).await,
             "NetworkDriver.Leave" => self.leave(parse(method, body)?).await,
             "NetworkDriver.DiscoverNew"
             | "NetworkDriver.DiscoverDelete"
@@ -293,94 +291,91 @@ impl Driver {
             EndpointRec {
                 network: r.network_id,
                 address,
-                sandbox: None,
+                joined: None,
             },
         );
         Ok(json!({}))
     }
 
-    async fn endpoint(&self, id: &str) -> Result<EndpointRec, DockerError> {
-        self.state
-            .lock()
-            .await
-            .endpoints
-            .get(id)
-            .cloned()
-            .ok_or_else(|| DockerError::NotFound(format!("unknown endpoint {id}")))
+    async fn endpoint(&self, id: &str) -> Result<(), DockerError> {
+        match self.state.lock().await.endpoints.contains_key(id) {
+            true => Ok(()),
+            false => Err(DockerError::NotFound(format!("unknown endpoint {id}"))),
+        }
     }
 
     async fn delete_endpoint(&self, r: EndpointRef) -> Result<Value, DockerError> {
         let mut st = self.state.lock().await;
         if let Some(ep) = st.endpoints.remove(&r.endpoint_id)
-            && let Some((netns, ifname)) = ep.sandbox
+            && let Some(prepared) = ep.joined
         {
-            self.backend.detach(&netns, &ifname).await?;
+            self.backend.release(prepared).await?;
         }
         Ok(json!({}))
     }
 
-    async fn join(&self, r: Join, peer_pid: Option<i32>) -> Result<Value, DockerError> {
+    async fn join(&self, r: Join) -> Result<Value, DockerError> {
         let mut st = self.state.lock().await;
-        let ep =
-            st.endpoints.get(&r.endpoint_id).cloned().ok_or_else(|| {
-                DockerError::NotFound(format!("unknown endpoint {}", r.endpoint_id))
-            })?;
+        let ep = st
+            .endpoints
+            .get(&r.endpoint_id)
+            .ok_or_else(|| DockerError::NotFound(format!("unknown endpoint {}", r.endpoint_id)))?;
         if ep.network != r.network_id {
             return Err(DockerError::BadRequest(format!(
                 "endpoint {} belongs to network {}, not {}",
                 r.endpoint_id, ep.network, r.network_id
             )));
         }
-        if ep.sandbox.is_some() {
+        if ep.joined.is_some() {
             return Err(DockerError::Conflict(format!(
                 "endpoint {} is already joined",
                 r.endpoint_id
             )));
         }
+        let (network, address) = (ep.network.clone(), ep.address);
         let gateway = st
             .networks
-            .get(&ep.network)
+            .get(&network)
             .and_then(|n| n.gateway)
             .ok_or_else(|| {
                 DockerError::BadRequest(format!(
-                    "network {} has no gateway; dockerd would add docker_gwbridge",
-                    ep.network
+                    "network {network} has no gateway; dockerd would add docker_gwbridge"
                 ))
             })?;
-        let netns = sandbox_path(&r.sandbox_key, peer_pid)?;
         let owner = st
             .owners
-            .get(&ep.address.ip())
+            .get(&address.ip())
             .cloned()
             .unwrap_or_else(|| format!("docker:{}", r.endpoint_id));
-        let name = join_name(&r).unwrap_or_else(|| r.endpoint_id.chars().take(SHORT_ID).collect());
-        let mut last = None;
-        for n in 0..IFNAMES {
-            let ifname = format!("eth{n}");
-            let spec = JoinSpec {
-                netns: netns.clone(),
-                ifname: ifname.clone(),
-                address: ep.address,
-                owner: owner.clone(),
-                name: name.clone(),
-            };
-            match self.backend.attach(spec).await {
-                Ok(()) => {
-                    if let Some(rec) = st.endpoints.get_mut(&r.endpoint_id) {
-                        rec.sandbox = Some((netns, ifname));
-                    }
-                    info!(endpoint = %r.endpoint_id, address = %ep.address, "Docker endpoint joined");
-                    return Ok(json!({
-                        "Gateway": gateway.ip().to_string(),
-                        "StaticRoutes": [],
-                        "DisableGatewayService": false,
-                    }));
-                }
-                Err(e @ DockerError::Conflict(_)) => last = Some(e),
-                Err(e) => return Err(e),
-            }
+        let id: String = r
+            .endpoint_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        if id.is_empty() {
+            return Err(DockerError::BadRequest("the endpoint id is empty".into()));
         }
-        Err(last.unwrap_or_else(|| DockerError::Conflict("no free interface name".into())))
+        let name = join_name(&r).unwrap_or_else(|| id.chars().take(SHORT_ID).collect());
+        let ifname = format!("{VETH_PREFIX}{}", &id[..id.len().min(VETH_ID)]);
+        let prepared = self
+            .backend
+            .prepare(JoinSpec {
+                ifname: ifname.clone(),
+                address,
+                owner,
+                name,
+            })
+            .await?;
+        if let Some(rec) = st.endpoints.get_mut(&r.endpoint_id) {
+            rec.joined = Some(prepared);
+        }
+        info!(endpoint = %r.endpoint_id, %address, %ifname, "Docker endpoint joined");
+        Ok(json!({
+            "InterfaceName": {"SrcName": ifname, "DstPrefix": DST_PREFIX},
+            "Gateway": gateway.ip().to_string(),
+            "StaticRoutes": [],
+            "DisableGatewayService": false,
+        }))
     }
 
     async fn leave(&self, r: EndpointRef) -> Result<Value, DockerError> {
@@ -389,31 +384,14 @@ impl Driver {
             .endpoints
             .get_mut(&r.endpoint_id)
             .ok_or_else(|| DockerError::NotFound(format!("unknown endpoint {}", r.endpoint_id)))?;
-        if let Some((netns, ifname)) = ep.sandbox.take() {
-            match self.backend.detach(&netns, &ifname).await {
+        if let Some(prepared) = ep.joined.take() {
+            match self.backend.release(prepared).await {
                 Ok(()) | Err(DockerError::NotFound(_)) => {}
-                Err(e) => {
-                    ep.sandbox = Some((netns, ifname));
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
         Ok(json!({}))
     }
-}
-
-/// The sandbox as this process can open it: through dockerd's root when its pid is known
-/// (dockerd may run in its own mount namespace).
-fn sandbox_path(key: &str, peer_pid: Option<i32>) -> Result<String, DockerError> {
-    if !key.starts_with('/') {
-        return Err(DockerError::BadRequest(format!(
-            "SandboxKey {key:?} is not an absolute path"
-        )));
-    }
-    Ok(match peer_pid {
-        Some(pid) => format!("/proc/{pid}/root{key}"),
-        None => key.to_string(),
-    })
 }
 
 /// The container's name, when dockerd passes one in the Join options.

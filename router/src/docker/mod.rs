@@ -4,16 +4,18 @@
 //! `docker network create -d weft --ipam-driver weft NET` then gives containers weft addresses:
 //! the IPAM driver allocates from weft's ring, and `Join` attaches the container's sandbox
 //! through the shared attach pipeline ([`crate::attach`]), the same path as `weft attach` and
-//! CNI (veth on bridge `weft`, address, routes, DNS, policy). `Join` returns the gateway; the
-//! interface is already in the sandbox, so no `InterfaceName` is handed to dockerd to move.
+//! CNI (veth on bridge `weft`, address, DNS, policy), made in a staging namespace (see
+//! [`staging`]) and handed to dockerd as `InterfaceName` to move into the container; `Join`
+//! also returns the gateway, which the host holds on the bridge.
 
 pub mod backend;
 pub mod driver;
 pub mod error;
 pub mod protocol;
 pub mod server;
+pub mod staging;
 
-pub use backend::{Backend, JoinSpec, WeftBackend};
+pub use backend::{Backend, JoinSpec, Prepared, WeftBackend};
 pub use driver::Driver;
 pub use error::DockerError;
 pub use server::{DockerConfig, DockerPlugin};

@@ -133,9 +133,6 @@ pub struct Join {
     /// Docker's endpoint id.
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
-    /// The container's network namespace, a path in dockerd's mount namespace.
-    #[serde(rename = "SandboxKey")]
-    pub sandbox_key: String,
     /// Join options (may carry the container's name on newer dockerd).
     #[serde(rename = "Options", default)]
     pub options: Option<BTreeMap<String, Value>>,

@@ -5,12 +5,10 @@ use std::path::PathBuf;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::IncomingStream;
 use serde_json::{Value, json};
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
@@ -37,16 +35,6 @@ impl DockerConfig {
     }
 }
 
-/// The pid of the process at the other end of a plugin connection (dockerd).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerPid(pub Option<i32>);
-
-impl Connected<IncomingStream<'_, UnixListener>> for PeerPid {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        PeerPid(stream.io().peer_cred().ok().and_then(|c| c.pid()))
-    }
-}
-
 /// The plugin's routes: `POST /<Method>` for every protocol method, 404 otherwise.
 pub fn routes(driver: Driver) -> Router {
     Router::new()
@@ -55,13 +43,8 @@ pub fn routes(driver: Driver) -> Router {
         .with_state(driver)
 }
 
-async fn call(
-    State(driver): State<Driver>,
-    Path(method): Path<String>,
-    ConnectInfo(peer): ConnectInfo<PeerPid>,
-    body: Bytes,
-) -> Response {
-    let result = driver.call(&method, &body, peer.0).await;
+async fn call(State(driver): State<Driver>, Path(method): Path<String>, body: Bytes) -> Response {
+    let result = driver.call(&method, &body).await;
     if let Err(e) = &result {
         warn!(%method, "Docker plugin call failed: {e}");
     }
@@ -102,7 +85,7 @@ impl DockerPlugin {
             Err(e) => return Err(io_err(e)),
         }
         let listener = UnixListener::bind(&socket).map_err(io_err)?;
-        let app = routes(driver).into_make_service_with_connect_info::<PeerPid>();
+        let app = routes(driver);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 warn!("Docker plugin server ended: {e}");

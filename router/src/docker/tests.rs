@@ -7,14 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
 use ipnetwork::Ipv4Network;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::server::{PeerPid, routes};
-use super::{Backend, DockerError, Driver, JoinSpec};
+use super::server::routes;
+use super::{Backend, DockerError, Driver, JoinSpec, Prepared};
 
 /// IPAM and overlay in memory: addresses by owner, attachments, exposed gateways.
 #[derive(Default)]
@@ -67,22 +66,24 @@ impl Backend for Fake {
         Ok(())
     }
 
-    async fn attach(&self, spec: JoinSpec) -> Result<(), DockerError> {
+    async fn prepare(&self, spec: JoinSpec) -> Result<Prepared, DockerError> {
         let mut attached = self.attached.lock().expect("lock");
-        if attached
-            .iter()
-            .any(|a| a.netns == spec.netns && a.ifname == spec.ifname)
-        {
+        if attached.iter().any(|a| a.ifname == spec.ifname) {
             return Err(DockerError::Conflict("interface exists".into()));
         }
+        let ifname = spec.ifname.clone();
         attached.push(spec);
-        Ok(())
+        Ok(Prepared {
+            netns: "/staging".into(),
+            ifname,
+            staging: None,
+        })
     }
 
-    async fn detach(&self, netns: &str, ifname: &str) -> Result<(), DockerError> {
+    async fn release(&self, prepared: Prepared) -> Result<(), DockerError> {
         let mut attached = self.attached.lock().expect("lock");
         let before = attached.len();
-        attached.retain(|a| !(a.netns == netns && a.ifname == ifname));
+        attached.retain(|a| a.ifname != prepared.ifname);
         if attached.len() == before {
             return Err(DockerError::NotFound("not attached".into()));
         }
@@ -109,9 +110,9 @@ struct Plugin {
 }
 
 impl Plugin {
-    fn new(pid: Option<i32>) -> Plugin {
+    fn new() -> Plugin {
         let fake = Arc::new(Fake::default());
-        let app = routes(Driver::new(fake.clone())).layer(MockConnectInfo(PeerPid(pid)));
+        let app = routes(Driver::new(fake.clone()));
         Plugin { fake, app }
     }
 
@@ -181,7 +182,7 @@ impl Plugin {
 
 #[tokio::test]
 async fn activate_and_capabilities() {
-    let p = Plugin::new(None);
+    let p = Plugin::new();
     let act = p.ok("Plugin.Activate", json!({})).await;
     assert_eq!(act, json!({"Implements": ["NetworkDriver", "IpamDriver"]}));
     let caps = p.ok("NetworkDriver.GetCapabilities", json!({})).await;
@@ -196,7 +197,7 @@ async fn activate_and_capabilities() {
 
 #[tokio::test]
 async fn a_container_lifecycle_allocates_attaches_and_releases() {
-    let p = Plugin::new(Some(4242));
+    let p = Plugin::new();
     let pool = p.network().await;
     let gateway = p.held()[0];
     assert_eq!(p.fake.exposed.lock().expect("lock")[0].ip(), gateway);
@@ -220,13 +221,15 @@ async fn a_container_lifecycle_allocates_attaches_and_releases() {
         )
         .await;
     assert_eq!(join["Gateway"], gateway.to_string());
-    assert!(join.get("InterfaceName").is_none());
+    assert_eq!(
+        join["InterfaceName"],
+        json!({"SrcName": "vwe123456789", "DstPrefix": "eth"})
+    );
     {
         let attached = p.fake.attached.lock().expect("lock");
         assert_eq!(attached.len(), 1);
         let a = &attached[0];
-        assert_eq!(a.netns, "/proc/4242/root/var/run/docker/netns/abc");
-        assert_eq!(a.ifname, "eth0");
+        assert_eq!(a.ifname, "vwe123456789");
         assert_eq!(a.address.to_string(), address);
         assert_eq!(a.name, "e1234567890a");
         let held = p.fake.held.lock().expect("lock");
@@ -269,10 +272,11 @@ async fn a_container_lifecycle_allocates_attaches_and_releases() {
 }
 
 #[tokio::test]
-async fn a_second_interface_in_the_same_sandbox_gets_the_next_name() {
-    let p = Plugin::new(None);
+async fn two_endpoints_get_distinct_veths_and_a_double_join_is_refused() {
+    let p = Plugin::new();
     let pool = p.network().await;
-    for (i, ep) in ["ea", "eb"].iter().enumerate() {
+    let mut names = Vec::new();
+    for ep in ["ea01", "eb02"] {
         let addr = p
             .ok(
                 "IpamDriver.RequestAddress",
@@ -284,21 +288,19 @@ async fn a_second_interface_in_the_same_sandbox_gets_the_next_name() {
             json!({"NetworkID": "n1", "EndpointID": ep, "Interface": {"Address": addr["Address"]}}),
         )
         .await;
-        p.ok(
-            "NetworkDriver.Join",
-            json!({"NetworkID": "n1", "EndpointID": ep, "SandboxKey": "/run/sb"}),
-        )
-        .await;
-        assert_eq!(
-            p.fake.attached.lock().expect("lock")[i].ifname,
-            format!("eth{i}")
-        );
+        let join = json!({"NetworkID": "n1", "EndpointID": ep, "SandboxKey": "/run/sb"});
+        let answer = p.ok("NetworkDriver.Join", join.clone()).await;
+        names.push(answer["InterfaceName"]["SrcName"].clone());
+        let (status, _) = p.err("NetworkDriver.Join", &join.to_string()).await;
+        assert_eq!(status, StatusCode::CONFLICT);
     }
+    assert_eq!(names, vec![json!("vwea01"), json!("vweb02")]);
+    assert_eq!(p.fake.attached.lock().expect("lock").len(), 2);
 }
 
 #[tokio::test]
 async fn malformed_json_and_bad_requests_get_an_err_and_allocate_nothing() {
-    let p = Plugin::new(None);
+    let p = Plugin::new();
     let pool = p.network().await;
     let before = p.held();
 
@@ -378,7 +380,7 @@ async fn malformed_json_and_bad_requests_get_an_err_and_allocate_nothing() {
 
 #[tokio::test]
 async fn unknown_methods_are_404_with_an_err() {
-    let p = Plugin::new(None);
+    let p = Plugin::new();
     let (status, msg) = p.err("NetworkDriver.AllocateNetwork", "{}").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(

@@ -1,0 +1,282 @@
+//! dockerd, unchanged, on two hosts of the netns harness using weft as its network and IPAM
+//! driver (issue 8): `docker network create -d weft --ipam-driver weft`, containers on different
+//! hosts get weft addresses and ping each other, `docker rm` releases the address.
+//! Needs root, docker.io, runc, busybox-static and `cargo build -p weft-router --bins` first.
+//! Each dockerd runs under `nsenter --net` in its own mount namespace with a private data root,
+//! exec root and socket, and its own `/run/docker/plugins` holding only this router's socket
+//! (RUNTIMES.md).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use weft_netns_tests::{Net, Router, output_text, poll_until};
+
+/// Time a two-router mesh gets to converge and a cross-host ping to pass.
+const CONVERGE: Duration = Duration::from_secs(60);
+/// Time dockerd gets to answer on its socket, and to stop.
+const DOCKERD: Duration = Duration::from_secs(30);
+/// The image name in each private data root.
+const IMAGE: &str = "weft-busybox";
+/// The Docker network's name on both hosts.
+const NETWORK: &str = "wnet";
+
+/// One host's dockerd; stopped (containers and network removed first) on drop, before the
+/// router it uses goes away.
+struct Dockerd {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Dockerd {
+    /// Starts dockerd in namespace `ns` with everything under `dir`, plugins from `dir/plugins`.
+    fn start(ns: &str, dir: PathBuf) -> Dockerd {
+        std::fs::create_dir_all(dir.join("plugins")).expect("plugin dir");
+        let d = dir.display();
+        std::fs::write(
+            dir.join("daemon.json"),
+            format!("{{\"deprecated-key-path\": \"{d}/key.json\"}}"),
+        )
+        .expect("daemon.json");
+        let script = format!(
+            "mkdir -p /run/docker/plugins && mount --bind {d}/plugins /run/docker/plugins && \
+             exec dockerd --config-file {d}/daemon.json --bridge=none --iptables=false \
+             --ip6tables=false --ip-forward=false --ip-masq=false --cgroup-parent /{name} \
+             --data-root {d}/data --exec-root {d}/exec --pidfile {d}/docker.pid \
+             -H unix://{d}/docker.sock",
+            name = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("weft-test"),
+        );
+        let log = std::fs::File::create(dir.join("dockerd.log")).expect("dockerd log");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args([
+                "unshare",
+                "--mount",
+                "--propagation",
+                "slave",
+                "--",
+                "sh",
+                "-c",
+            ])
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting dockerd");
+        let dockerd = Dockerd { dir, child };
+        let up = poll_until(DOCKERD, || dockerd.run(&["info"]).status.success());
+        assert!(up, "dockerd did not come up:\n{}", dockerd.log());
+        dockerd
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// `docker ARGS` against this daemon.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}/docker.sock", self.dir.display()))
+            .args(args)
+            .output()
+            .expect("running docker")
+    }
+
+    /// `docker ARGS`, which must succeed; its stdout trimmed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}\n{}",
+            output_text(&out),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let ids = self.run(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.run(&["rm", "-f", id]);
+        }
+        let _ = self.run(&["network", "rm", NETWORK]);
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let stopped = poll_until(DOCKERD, || matches!(self.child.try_wait(), Ok(Some(_))));
+        if !stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A tarball of a rootfs holding busybox-static and its applet links.
+fn busybox_image(dir: &Path) -> PathBuf {
+    let bin = dir.join("rootfs").join("bin");
+    std::fs::create_dir_all(&bin).expect("rootfs");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static installed");
+    let list = Command::new(bin.join("busybox"))
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    assert!(list.status.success(), "{}", output_text(&list));
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
+        }
+    }
+    let tar = dir.join("busybox.tar");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("rootfs"))
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .expect("tar");
+    assert!(out.status.success(), "{}", output_text(&out));
+    tar
+}
+
+/// The IPv4 address of `eth0` in a running container.
+fn container_address(d: &Dockerd, name: &str) -> String {
+    d.ok(&[
+        "exec", name, "ip", "-o", "-4", "addr", "show", "dev", "eth0",
+    ])
+    .split_whitespace()
+    .skip_while(|t| *t != "inet")
+    .nth(1)
+    .and_then(|a| a.split('/').next())
+    .unwrap_or_default()
+    .to_string()
+}
+
+fn launch(net: &Net, i: usize, peers: &[usize]) -> Router {
+    let plugins = net.dir().join(format!("d{i}")).join("plugins");
+    let plugins = plugins.to_str().expect("utf8").to_string();
+    let mut args = vec![
+        "--ipalloc-init".to_string(),
+        "consensus=2".to_string(),
+        "--docker-plugin".to_string(),
+        "--docker-plugin-dir".to_string(),
+        plugins,
+    ];
+    args.extend(peers.iter().map(|&p| net.host(p).addr().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    net.host(i).spawn_weft(&args).expect("weft")
+}
+
+#[test]
+fn docker_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
+    let net = Net::new(2).expect("net");
+    let r0 = launch(&net, 0, &[]);
+    let r1 = launch(&net, 1, &[0]);
+    for i in 0..2 {
+        let sock = net.dir().join(format!("d{i}/plugins/weft.sock"));
+        assert!(
+            sock.exists(),
+            "router {i} does not serve {}",
+            sock.display()
+        );
+    }
+    let tar = busybox_image(net.dir());
+    let tar = tar.to_str().expect("utf8");
+    // Declared after the routers: dropped (stopped) before them.
+    let d0 = Dockerd::start(net.host(0).ns(), net.dir().join("d0"));
+    let d1 = Dockerd::start(net.host(1).ns(), net.dir().join("d1"));
+    for d in [&d0, &d1] {
+        d.ok(&["import", tar, IMAGE]);
+    }
+    net.wait_until(CONVERGE, "both routers connected", || {
+        r0.report().is_ok_and(|r| !r.established().is_empty())
+            && r1.report().is_ok_and(|r| !r.established().is_empty())
+    });
+    for d in [&d0, &d1] {
+        d.ok(&[
+            "network",
+            "create",
+            "-d",
+            "weft",
+            "--ipam-driver",
+            "weft",
+            // A configured subnet, so that `docker run --ip` is allowed below.
+            "--subnet",
+            "10.32.0.0/12",
+            NETWORK,
+        ]);
+    }
+    let run = |d: &Dockerd, name: &str, extra: &[&str]| {
+        let mut args = vec!["run", "-d", "--name", name, "--network", NETWORK];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "sleep", "600"]);
+        d.ok(&args)
+    };
+    run(&d0, "ca", &[]);
+    run(&d1, "cb", &[]);
+    let (a, b) = (container_address(&d0, "ca"), container_address(&d1, "cb"));
+    assert!(a.starts_with("10."), "ca got {a:?}");
+    assert!(b.starts_with("10."), "cb got {b:?}");
+    assert_ne!(a, b);
+    let inspected = d0.ok(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"wnet\").IPAddress}}",
+        "ca",
+    ]);
+    assert_eq!(inspected, a, "dockerd and the container agree");
+    assert!(r0.cli_ok(&["ps"]).contains(&a), "weft ps lists ca");
+
+    // One interface (no docker_gwbridge), the default route via the gateway the host holds.
+    let links = d0.ok(&["exec", "ca", "ip", "-o", "link", "show"]);
+    assert_eq!(links.lines().count(), 2, "lo and eth0 only: {links}");
+    let routes = d0.ok(&["exec", "ca", "ip", "route"]);
+    let gateway = routes
+        .lines()
+        .find_map(|l| l.strip_prefix("default via "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no default route: {routes}"))
+        .to_string();
+    let gw = d0.run(&["exec", "ca", "ping", "-c1", "-W2", &gateway]);
+    assert!(
+        gw.status.success(),
+        "ca -> gateway {gateway}: {}",
+        output_text(&gw)
+    );
+
+    net.wait_until(CONVERGE, "ca pings cb across hosts", || {
+        d0.run(&["exec", "ca", "ping", "-c1", "-W1", &b])
+            .status
+            .success()
+    });
+    let back = d1.run(&["exec", "cb", "ping", "-c1", "-W2", &a]);
+    assert!(back.status.success(), "cb -> ca: {}", output_text(&back));
+
+    // `docker rm` releases the address: another container can claim exactly it.
+    d0.ok(&["rm", "-f", "ca"]);
+    assert!(!r0.cli_ok(&["ps"]).contains(&a), "ca still attached");
+    run(&d0, "cc", &["--ip", &a]);
+    assert_eq!(container_address(&d0, "cc"), a);
+    // And a taken address is refused.
+    let taken = d0.run(&[
+        "run",
+        "-d",
+        "--name",
+        "cd",
+        "--network",
+        NETWORK,
+        "--ip",
+        &a,
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    assert!(!taken.status.success(), "{a} handed out twice");
+}
