@@ -1,6 +1,7 @@
 //! podman with its CNI backend, unchanged, on two hosts of the netns harness (issue 8): the
 //! conflists come from `weft setup-cni` against each host's router, containers get weft
-//! addresses, ping each other across hosts, and `podman rm` frees the address.
+//! addresses, ping each other across hosts, resolve each other's names in weft's DNS, and
+//! `podman rm` frees the address.
 //! Needs root, podman, runc, busybox-static, `cargo build -p weft-router -p weft-cni --bins`
 //! first. podman runs under `nsenter --net` (see RUNTIMES.md: `ip netns exec` hides the cgroups).
 
@@ -12,6 +13,9 @@ use weft_netns_tests::{Net, Router, output_text, weft_binary};
 
 /// Time a two-router mesh gets to agree on the ring and the FDB.
 const CONVERGE: Duration = Duration::from_secs(60);
+/// Where the DNS servers of hosts 0 and 1 listen (exposed on their bridges).
+const DNS0: &str = "10.32.100.1";
+const DNS1: &str = "10.32.100.2";
 /// The image name inside each private podman root.
 const IMAGE: &str = "localhost/weft-busybox";
 
@@ -156,6 +160,9 @@ fn podman_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
         .host(1)
         .spawn_weft(&["--ipalloc-init", "consensus=2", &peer])
         .expect("weft 1");
+    // Each host's DNS server listens on the address it exposes on the bridge.
+    r0.cli_ok(&["expose", &format!("{DNS0}/12")]);
+    r1.cli_ok(&["expose", &format!("{DNS1}/12")]);
     let tar = busybox_image(net.dir());
     let tar = tar.to_str().expect("utf8");
     let p0 = Podman::new(net.host(0).ns(), net.dir().join("p0"), &r0);
@@ -202,9 +209,25 @@ fn podman_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
     let back = p1.run(&["exec", "pb", "ping", "-c1", "-W2", &a]);
     assert!(back.status.success(), "pb -> pa: {}", output_text(&back));
 
+    // podman passes the container name as K8S_POD_NAME: it is the workload's DNS name.
+    net.wait_until(CONVERGE, "pa resolves pb.weft.local", || {
+        let out = p0.run(&["exec", "pa", "nslookup", "pb.weft.local", DNS0]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&b)
+    });
+    let out = p1.run(&["exec", "pb", "nslookup", "pa.weft.local", DNS1]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&a),
+        "pb cannot resolve pa.weft.local: {}",
+        output_text(&out)
+    );
+
     // `podman rm` runs the CNI DEL: the address is free again.
     p0.ok(&["rm", "-f", "-t", "0", "pa"]);
     assert!(lookup(&r0, &id_a).is_empty(), "podman rm left pa's address");
     let gone = p1.run(&["exec", "pb", "ping", "-c1", "-W1", &a]);
     assert!(!gone.status.success(), "pa's address still answers");
+    net.wait_until(CONVERGE, "pa.weft.local gone from pb's view", || {
+        let out = p1.run(&["exec", "pb", "nslookup", "pa.weft.local", DNS1]);
+        !String::from_utf8_lossy(&out.stdout).contains(&a)
+    });
 }
