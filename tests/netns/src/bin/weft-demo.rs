@@ -2,7 +2,7 @@
 //! bridge), joined into one encrypted mesh that agrees on an address ring (`consensus=3`); prints
 //! what `weft status` shows on each, allocates an address on each host and prints every host's
 //! `weft status ipam`, attaches a named workload on two hosts and resolves one from the other by
-//! name with `dig`, has two tenants write metrics through one router's Prometheus API and queries
+//! name with `dig` and pings it over the encrypted sleeve, has two tenants write metrics through one router's Prometheus API and queries
 //! them back with `weft query`, then tears everything down. Nothing is added to the machine's own
 //! network namespace.
 
@@ -197,6 +197,26 @@ fn resolve_by_name(net: &Net, routers: &[Router]) -> Result<(), Box<dyn std::err
         return Err(format!("web.weft.local did not resolve\n{}", net.log_tails()).into());
     }
     show(&routers[last], &["status", "dns"])?;
+    ping_over_sleeve(net, &client, &answer, &routers[last])
+}
+
+/// `client` pings web's address `addr` on another host; with the password every frame rides
+/// the encrypted sleeve, which `weft status connections` on `router` shows.
+fn ping_over_sleeve(
+    net: &Net,
+    client: &weft_netns_tests::Workload,
+    addr: &str,
+    router: &Router,
+) -> Result<(), Box<dyn std::error::Error>> {
+    step("client pings web on another host, over the encrypted sleeve");
+    let ping = ["ping", "-c", "3", "-W", "2", addr];
+    println!("$ {}   # in client", ping.join(" "));
+    let out = client.exec(&ping)?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        return Err(format!("client could not ping web\n{}", net.log_tails()).into());
+    }
+    show(router, &["status", "connections"])?;
     Ok(())
 }
 
