@@ -146,7 +146,9 @@ print(s.recvfrom(200)[0].decode(), flush=True)
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 /// 100 MiB over TCP from `client` to `server` (at `server_ip`); both ends hash what they saw.
@@ -185,7 +187,11 @@ print(n, h.hexdigest(), flush=True)
         assert!(got.status.success(), "server: {}", output_text(&got));
         let (s, g) = (output_text(&sent), output_text(&got));
         assert!(s.starts_with(&(100u64 << 20).to_string()), "{s}");
-        assert_eq!(s.trim(), g.trim(), "the bytes received differ from the bytes sent");
+        assert_eq!(
+            s.trim(),
+            g.trim(),
+            "the bytes received differ from the bytes sent"
+        );
     });
 }
 
@@ -234,15 +240,28 @@ fn encrypted_sleeve_three_hosts() {
             );
         }
         let links = output_text(&net.host(i).exec(&["ip", "-o", "link"]).expect("ip link"));
-        assert!(!links.contains("vxlan-weft"), "h{i} has a VXLAN device with a password");
-        assert!(links.contains("weft-sleeve"), "h{i} lacks the sleeve TAP port");
+        assert!(
+            !links.contains("vxlan-weft"),
+            "h{i} has a VXLAN device with a password"
+        );
+        assert!(
+            links.contains("weft-sleeve"),
+            "h{i} lacks the sleeve TAP port"
+        );
     }
 
     let seen = capture(&net, 6783, || {
         send_marker(&workloads[0], &workloads[2], overlay_ip(3))
     });
-    assert!(seen.len() > 1000, "the capture saw no sleeve traffic ({} bytes)", seen.len());
-    assert!(!contains(&seen, MARKER), "plaintext marker visible on the underlay");
+    assert!(
+        seen.len() > 1000,
+        "the capture saw no sleeve traffic ({} bytes)",
+        seen.len()
+    );
+    assert!(
+        !contains(&seen, MARKER),
+        "plaintext marker visible on the underlay"
+    );
 
     tcp_transfer_arrives_intact(&workloads[4], overlay_ip(5), &workloads[1]);
 
@@ -273,7 +292,9 @@ for i in range(500):
     // A restarted router's workloads are reachable again over fresh sessions.
     routers[1].kill9().expect("kill h1");
     routers[1].restart().expect("restart h1");
-    net.wait_until(CONVERGE, "the mesh after the restart", || full_mesh(&routers));
+    net.wait_until(CONVERGE, "the mesh after the restart", || {
+        full_mesh(&routers)
+    });
     for (a, b) in [(0usize, 2u8), (2, 0), (3, 4), (5, 3)] {
         let ip = overlay_ip(b + 1);
         net.wait_until(
@@ -310,12 +331,18 @@ fn fallback_to_the_sleeve_and_back() {
     });
     every_pair_pings(&net, &workloads);
     let line = connection_line(&routers[0], h1);
-    assert!(line.contains(" unencrypted ") && line.contains("mtu=1450"), "{line}");
+    assert!(
+        line.contains(" unencrypted ") && line.contains("mtu=1450"),
+        "{line}"
+    );
     // On the fast path, the marker crosses in VXLAN (UDP 6784), in the clear.
     let vxlan = capture(&net, 6784, || {
         send_marker(&workloads[0], &workloads[1], overlay_ip(2))
     });
-    assert!(contains(&vxlan, MARKER), "fast path traffic not seen on UDP 6784");
+    assert!(
+        contains(&vxlan, MARKER),
+        "fast path traffic not seen on UDP 6784"
+    );
 
     net.block_udp_port(0, 1, 6784).expect("block 6784");
     let blocked = Instant::now();
@@ -334,7 +361,10 @@ fn fallback_to_the_sleeve_and_back() {
     let sleeve = capture(&net, 6783, || {
         send_marker(&workloads[0], &workloads[1], overlay_ip(2))
     });
-    assert!(contains(&sleeve, MARKER), "sleeve traffic not seen on UDP 6783");
+    assert!(
+        contains(&sleeve, MARKER),
+        "sleeve traffic not seen on UDP 6783"
+    );
 
     net.unblock_udp_port(0, 1, 6784).expect("unblock 6784");
     net.wait_until(SWITCH, "h0 and h1 back on fastdp", || {
