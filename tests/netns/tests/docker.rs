@@ -6,6 +6,8 @@
 //! exec root and socket, and its own `/run/docker/plugins` holding only this router's socket
 //! (RUNTIMES.md).
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -159,6 +161,24 @@ fn container_address(d: &Dockerd, name: &str) -> String {
     .to_string()
 }
 
+/// POSTs `body` to `/<method>` on the plugin socket as dockerd would; the raw HTTP answer.
+fn plugin_call(socket: &Path, method: &str, body: &str) -> String {
+    let mut stream = UnixStream::connect(socket).expect("plugin socket");
+    write!(
+        stream,
+        "POST /{method} HTTP/1.1\r\nHost: plugin\r\n\
+         Content-Type: application/vnd.docker.plugins.v1.2+json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writing the request");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("reading the answer");
+    answer
+}
+
 fn launch(net: &Net, i: usize, peers: &[usize]) -> Router {
     let plugins = net.dir().join(format!("d{i}")).join("plugins");
     let plugins = plugins.to_str().expect("utf8").to_string();
@@ -213,6 +233,30 @@ fn docker_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
             NETWORK,
         ]);
     }
+    // Bad requests on the real socket: an Err each, nothing allocated or attached.
+    let sock = net.dir().join("d0/plugins/weft.sock");
+    let ps_before = r0.cli_ok(&["ps"]);
+    let bad = plugin_call(&sock, "IpamDriver.RequestAddress", "{\"PoolID\": ");
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    assert!(
+        bad.contains("\"Err\":\"malformed IpamDriver.RequestAddress"),
+        "{bad}"
+    );
+    let outside = plugin_call(
+        &sock,
+        "IpamDriver.RequestAddress",
+        "{\"PoolID\": \"weft-10.32.0.0/12\", \"Address\": \"192.168.9.9\"}",
+    );
+    assert!(outside.contains("outside the pool"), "{outside}");
+    let unknown = plugin_call(&sock, "NetworkDriver.NoSuchThing", "{}");
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    assert!(unknown.contains("\"Err\""), "{unknown}");
+    assert_eq!(
+        r0.cli_ok(&["ps"]),
+        ps_before,
+        "a refused call attached something"
+    );
+
     let run = |d: &Dockerd, name: &str, extra: &[&str]| {
         let mut args = vec!["run", "-d", "--name", name, "--network", NETWORK];
         args.extend_from_slice(extra);
