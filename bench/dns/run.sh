@@ -11,8 +11,9 @@ NAMES=${NAMES:-1000}
 CLIENTS=${CLIENTS:-4}
 NS=wdnsbench$$
 DIR=$(mktemp -d /tmp/$NS.XXXX)
-WEFT_ADDR=127.0.0.1
-DNSMASQ_ADDR=127.0.0.2
+chmod 755 "$DIR" # dnsmasq reads the hosts file after dropping root
+WEFT_ADDR=10.99.0.1
+DNSMASQ_ADDR=10.99.0.2
 PIDS=()
 
 cleanup() {
@@ -37,6 +38,13 @@ WEFT=$PWD/target/release/weft
 
 ip netns add "$NS"
 ip -n "$NS" link set lo up
+# A veth pair inside the namespace holding both servers' addresses: getaddrinfo (in dnsperf)
+# wants a non-loopback IPv4 address.
+ip -n "$NS" link add bench0 type veth peer name bench1
+ip -n "$NS" addr add "$WEFT_ADDR/24" dev bench0
+ip -n "$NS" addr add "$DNSMASQ_ADDR/24" dev bench0
+ip -n "$NS" link set bench1 up
+ip -n "$NS" link set bench0 up
 in_ns() { ip netns exec "$NS" "$@"; }
 
 echo "== $NAMES names"
@@ -71,7 +79,7 @@ done
 
 # dnsperf against $1 for $SECS seconds; prints "qps p50_us p99_us p999_us lost".
 perf() {
-    in_ns dnsperf -s "$1" -d "$DIR/queries" -l "$SECS" -c "$CLIENTS" -T 2 -t 2 -v 2>/dev/null |
+    in_ns dnsperf -f inet -s "$1" -d "$DIR/queries" -l "$SECS" -c "$CLIENTS" -T 2 -t 2 -v 2>/dev/null |
         python3 -c '
 import sys
 lat, qps, lost = [], "n/a", "n/a"
