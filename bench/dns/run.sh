@@ -57,10 +57,11 @@ for i in $(seq 1 "$NAMES"); do
 done
 
 echo "== starting weft (DNS on $WEFT_ADDR:53) and dnsmasq (on $DNSMASQ_ADDR:53)"
-in_ns "$WEFT" launch --data-dir "$DIR/weft" --socket "$DIR/weft.sock" \
+# Started with `ip netns exec` directly (it execs), so $! is the server itself and cleanup kills it.
+ip netns exec "$NS" "$WEFT" launch --data-dir "$DIR/weft" --socket "$DIR/weft.sock" \
     --dns-listen-address "$WEFT_ADDR:53" --resolv-conf /dev/null >"$DIR/weft.log" 2>&1 &
 PIDS+=($!)
-in_ns dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+ip netns exec "$NS" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
     --bind-interfaces --listen-address="$DNSMASQ_ADDR" --pid-file="$DIR/dnsmasq.pid" \
     --local=/weft.local/ --addn-hosts="$DIR/hosts" --cache-size=10000 >"$DIR/dnsmasq.log" 2>&1 &
 PIDS+=($!)
