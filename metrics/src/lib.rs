@@ -8,7 +8,8 @@
 //! - data model: [`labels`]; Gorilla chunks: [`chunk`]; matchers and postings: [`index`];
 //! - one tenant's memory: [`head`]; durability: [`wal`]; on-disk blocks: [`block`], planned by
 //!   [`compact`]; tenants and limits: [`tenant`]; everything together: [`storage`];
-//! - ingest: [`remote_write`]; queries: [`promql`]; API: `http` (feature).
+//! - ingest: [`remote_write`]; queries: [`promql`]; API: `http` (feature);
+//! - placement of series on peers (RF=3, consistent hashing): [`ring`].
 //!
 //! A daemon opens a [`storage::Storage`], serves `http::router` over it, and calls
 //! [`storage::Storage::maintain`] periodically (say every minute) with the current time so that
@@ -41,6 +42,7 @@ pub mod index;
 pub mod labels;
 pub mod promql;
 pub mod remote_write;
+pub mod ring;
 pub mod storage;
 pub mod tenant;
 pub mod wal;
