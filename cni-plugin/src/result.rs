@@ -39,10 +39,16 @@ pub(crate) fn add_result(conf: &NetConf, attached: &CniAttachment) -> Value {
     out.insert("interfaces".into(), Value::Array(interfaces));
     out.insert("ips".into(), Value::Array(ips));
     out.insert("routes".into(), Value::Array(routes));
+    // The network config's `dns` wins, then a previous plugin's, then the router's own server.
     let dns = conf
         .dns
         .clone()
         .or_else(|| prev.and_then(|p| p.get("dns")).cloned())
+        .or_else(|| {
+            attached.dns.as_ref().map(|d| {
+                json!({ "nameservers": d.nameservers, "domain": d.domain, "search": [d.domain] })
+            })
+        })
         .unwrap_or_else(|| json!({}));
     out.insert("dns".into(), dns);
     Value::Object(out)
@@ -61,6 +67,7 @@ mod tests {
             address: "10.32.0.1/12".into(),
             routes: vec!["224.0.0.0/4".into()],
             mtu: 1400,
+            dns: None,
         }
     }
 

@@ -14,8 +14,8 @@ use tracing::info;
 
 use super::registry::{CniRecord, Registry};
 use super::types::{
-    CniAddRequest, CniAttachment, CniAttachmentKey, CniDelRequest, CniDelResponse, CniGcRequest,
-    CniGcResponse, CniStatusResponse,
+    CniAddRequest, CniAttachment, CniAttachmentKey, CniDelRequest, CniDelResponse, CniDns,
+    CniGcRequest, CniGcResponse, CniStatusResponse,
 };
 use crate::api::ApiError;
 use crate::attach::{AttachInput, attach, detach};
@@ -241,6 +241,10 @@ impl CniService {
             address: record.address.clone(),
             routes,
             mtu: self.overlay.mtu(),
+            dns: crate::dns::hook::resolver().map(|(ip, domain)| CniDns {
+                nameservers: vec![ip.to_string()],
+                domain,
+            }),
         }
     }
 

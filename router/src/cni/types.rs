@@ -37,6 +37,18 @@ pub struct CniAttachment {
     pub routes: Vec<String>,
     /// The overlay MTU.
     pub mtu: u32,
+    /// The router's DNS server and search domain, when it serves DNS.
+    #[serde(default)]
+    pub dns: Option<CniDns>,
+}
+
+/// DNS settings for the container: the router's server and the weft domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniDns {
+    /// Server addresses.
+    pub nameservers: Vec<String>,
+    /// The weft domain, e.g. `weft.local`.
+    pub domain: String,
 }
 
 /// Body of `POST /cni/del` and `POST /cni/check`.

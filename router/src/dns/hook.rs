@@ -19,6 +19,17 @@ pub fn install(service: DnsService) {
     let _ = SERVICE.set(service);
 }
 
+/// The DNS server workloads should use and the domain to search, while the router's DNS
+/// server listens (for the CNI result's `dns`).
+pub fn resolver() -> Option<(IpAddr, String)> {
+    let dns = SERVICE.get()?;
+    let addr = dns.listen_addr()?;
+    Some((
+        addr.ip(),
+        dns.domain().to_string().trim_end_matches('.').to_string(),
+    ))
+}
+
 /// Registers `name` for the attached workload `a`. A name that is not a valid DNS name is
 /// logged and skipped: the attachment itself stands.
 pub async fn workload_attached(a: &Attachment, name: Option<&str>) {

@@ -162,9 +162,27 @@ fn every_command_and_error_code_through_a_real_router() {
     }
 
     // ADD: an address from weft's IPAM, the interface in the namespace, the spec's result.
+    // The host has an overlay address, so the router's DNS server listens there and the result
+    // tells the container to use it.
+    router.cli_ok(&["expose", "10.32.100.1/12"]);
+    net.wait_until(
+        std::time::Duration::from_secs(10),
+        "the DNS server on the exposed address",
+        || {
+            net.host(0)
+                .exec(&["ss", "-lnu"])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.32.100.1:53"))
+        },
+    );
     let c1 = net.add_workload(0, "c1").expect("workload");
     let c1_ns = netns_path(&c1);
     let add = run(&ns, &env("ADD", "cid1", &c1_ns), &conf);
+    assert_eq!(
+        add.out["dns"]["nameservers"][0], "10.32.100.1",
+        "{}",
+        add.out
+    );
+    assert_eq!(add.out["dns"]["search"][0], "weft.local", "{}", add.out);
     assert!(add.ok, "ADD failed: {} {}", add.out, add.stderr);
     let address = add.out["ips"][0]["address"]
         .as_str()
