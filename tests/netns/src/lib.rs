@@ -23,6 +23,7 @@ mod net;
 mod prereq;
 mod report;
 mod router;
+mod traffic;
 mod wait;
 
 pub use error::{HarnessError, Result};
@@ -32,4 +33,5 @@ pub use net::Net;
 pub use prereq::weft_binary;
 pub use report::{Connection, Peer, Report};
 pub use router::{Router, output_text};
+pub use traffic::{pings, tcp_transfer_arrives_intact};
 pub use wait::poll_until;

@@ -8,7 +8,7 @@ use std::process::Output;
 use std::thread;
 use std::time::Duration;
 
-use weft_netns_tests::{Net, Router, Workload, output_text, poll_until};
+use weft_netns_tests::{Net, Router, Workload, output_text, pings, tcp_transfer_arrives_intact};
 
 /// Time a fresh mesh of a few routers gets to converge.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -80,11 +80,6 @@ fn full_mesh(routers: &[Router]) -> bool {
 
 fn attach(router: &Router, w: &Workload, addr: &str) {
     router.cli_ok(&["attach", addr, "--netns", w.ns(), "--name", w.name()]);
-}
-
-fn pings(w: &Workload, ip: Ipv4Addr) -> bool {
-    w.exec(&["ping", "-q", "-c", "1", "-W", "1", &ip.to_string()])
-        .is_ok_and(|o| o.status.success())
 }
 
 fn overlay_ip(n: u8) -> Ipv4Addr {
@@ -273,52 +268,6 @@ for _ in range(20):
                 output_text(&out)
             );
         }
-    });
-}
-
-/// 100 MiB over TCP from `client` to `server` (at `server_ip`); both ends hash what they saw.
-fn tcp_transfer_arrives_intact(server: &Workload, server_ip: Ipv4Addr, client: &Workload) {
-    const SERVE: &str = r#"
-import hashlib, socket
-l = socket.socket()
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(("", 5008)); l.listen(1); l.settimeout(30)
-c, _ = l.accept(); c.settimeout(30)
-h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(1 << 20)
-    if not b: break
-    h.update(b); n += len(b)
-print(n, h.hexdigest(), flush=True)
-"#;
-    const SEND: &str = r#"
-import hashlib, random, socket, sys
-r = random.Random(5); h = hashlib.sha256(); n = 0
-s = socket.create_connection((sys.argv[1], 5008), timeout=30)
-for _ in range(100):
-    b = r.randbytes(1 << 20)
-    s.sendall(b); h.update(b); n += len(b)
-s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
-print(n, h.hexdigest(), flush=True)
-"#;
-    thread::scope(|scope| {
-        let srv = scope.spawn(|| server.exec(&["python3", "-c", SERVE]).expect("server"));
-        let ip = server_ip.to_string();
-        let mut sent = None;
-        let connected = poll_until(Duration::from_secs(10), || {
-            let out = client.exec(&["python3", "-c", SEND, &ip]).expect("client");
-            let ok = out.status.success();
-            sent = Some(out);
-            ok
-        });
-        let sent = sent.expect("client ran");
-        assert!(connected, "client: {}", output_text(&sent));
-        let got = srv.join().expect("server thread");
-        assert!(got.status.success(), "server: {}", output_text(&got));
-        let sent = String::from_utf8_lossy(&sent.stdout).trim().to_string();
-        let got = String::from_utf8_lossy(&got.stdout).trim().to_string();
-        assert!(sent.starts_with("104857600 "), "client sent {sent}");
-        assert_eq!(got, sent, "bytes and sha256 at the server vs the client");
     });
 }
 

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use weft_netns_tests::{Net, Router, Workload, output_text};
+use weft_netns_tests::{Net, Router, Workload, output_text, pings, tcp_transfer_arrives_intact};
 
 /// Time a fresh mesh of a few routers gets to converge.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -54,11 +54,6 @@ fn attach(router: &Router, w: &Workload, ip: Ipv4Addr) {
         "--name",
         w.name(),
     ]);
-}
-
-fn pings(w: &Workload, ip: Ipv4Addr) -> bool {
-    w.exec(&["ping", "-q", "-c", "1", "-W", "1", &ip.to_string()])
-        .is_ok_and(|o| o.status.success())
 }
 
 /// The `weft status connections` line about the router at `ip`.
@@ -149,50 +144,6 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
-}
-
-/// 100 MiB over TCP from `client` to `server` (at `server_ip`); both ends hash what they saw.
-fn tcp_transfer_arrives_intact(server: &Workload, server_ip: Ipv4Addr, client: &Workload) {
-    const SERVE: &str = r#"
-import hashlib, socket
-l = socket.socket()
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(("", 5008)); l.listen(1); l.settimeout(60)
-c, _ = l.accept(); c.settimeout(60)
-h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(1 << 20)
-    if not b: break
-    h.update(b); n += len(b)
-print(n, h.hexdigest(), flush=True)
-"#;
-    const SEND: &str = r#"
-import hashlib, random, socket, sys
-r = random.Random(5); h = hashlib.sha256(); n = 0
-s = socket.create_connection((sys.argv[1], 5008), timeout=60)
-for _ in range(100):
-    b = r.randbytes(1 << 20)
-    s.sendall(b); h.update(b); n += len(b)
-s.close()
-print(n, h.hexdigest(), flush=True)
-"#;
-    thread::scope(|scope| {
-        let srv = scope.spawn(|| server.exec(&["python3", "-c", SERVE]).expect("server"));
-        thread::sleep(Duration::from_millis(500));
-        let sent = client
-            .exec(&["python3", "-c", SEND, &server_ip.to_string()])
-            .expect("client");
-        let got = srv.join().expect("server thread");
-        assert!(sent.status.success(), "client: {}", output_text(&sent));
-        assert!(got.status.success(), "server: {}", output_text(&got));
-        let (s, g) = (output_text(&sent), output_text(&got));
-        assert!(s.starts_with(&(100u64 << 20).to_string()), "{s}");
-        assert_eq!(
-            s.trim(),
-            g.trim(),
-            "the bytes received differ from the bytes sent"
-        );
-    });
 }
 
 fn every_pair_pings(net: &Net, workloads: &[Workload]) {
