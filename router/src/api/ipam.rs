@@ -334,6 +334,8 @@ async fn reset(
     }
     let outcome = state.ipam.reset(wait).await?;
     let mut removed = vec![state.ipam.state_path().display().to_string()];
+    let policy_file = state.policy.reset().map_err(super::policy::api_error)?;
+    removed.extend(policy_file.map(|p| p.display().to_string()));
     if let Some(dir) = state.ipam.state_path().parent() {
         let name_file = crate::daemon::forget_peer_name(dir)
             .map_err(|e| ApiError::Internal(format!("reset: {e:#}")))?;

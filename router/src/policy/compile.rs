@@ -122,27 +122,36 @@ impl Compiler<'_> {
             None => vec![None],
             Some(list) => list.iter().map(|p| Some(self.peer_set(p))).collect(),
         };
-        // (protocol, ports, destination set) alternatives.
-        let mut ports: Vec<(Option<Protocol>, Option<(u16, u16)>, Option<String>)> = Vec::new();
+        // Port alternatives, as matches without a peer yet.
+        let mut ports: Vec<Match> = Vec::new();
+        let alt = |protocol, range, dst_set| Match {
+            peer_set: None,
+            protocol: Some(protocol),
+            ports: range,
+            dst_set,
+        };
         match &rule.ports {
-            None => ports.push((None, None, None)),
+            None => ports.push(Match {
+                peer_set: None,
+                protocol: None,
+                ports: None,
+                dst_set: None,
+            }),
             Some(list) => {
                 for p in list {
                     match &p.port {
-                        PortSpec::Any => ports.push((Some(p.protocol), None, None)),
-                        PortSpec::Range(a, b) => {
-                            ports.push((Some(p.protocol), Some((*a, *b)), None))
-                        }
+                        PortSpec::Any => ports.push(alt(p.protocol, None, None)),
+                        PortSpec::Range(a, b) => ports.push(alt(p.protocol, Some((*a, *b)), None)),
                         PortSpec::Named(n) if ingress => {
                             // Resolved on the selected workload itself; without that name the
                             // entry matches nothing.
                             if let Some(port) = w.named_port(n, p.protocol) {
-                                ports.push((Some(p.protocol), Some((port, port)), None));
+                                ports.push(alt(p.protocol, Some((port, port)), None));
                             }
                         }
                         PortSpec::Named(n) => {
                             for (port, set) in self.named_sets(n, p.protocol) {
-                                ports.push((Some(p.protocol), Some((port, port)), Some(set)));
+                                ports.push(alt(p.protocol, Some((port, port)), Some(set)));
                             }
                         }
                     }
@@ -150,12 +159,10 @@ impl Compiler<'_> {
             }
         }
         for peer in &peers {
-            for (protocol, range, dst_set) in &ports {
+            for m in &ports {
                 out.push(Match {
                     peer_set: peer.clone(),
-                    protocol: *protocol,
-                    ports: *range,
-                    dst_set: dst_set.clone(),
+                    ..m.clone()
                 });
             }
         }

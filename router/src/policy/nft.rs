@@ -416,24 +416,25 @@ impl FirewallDriver for NftDriver {
 pub(crate) mod recording {
     //! A driver that records what it was asked to do, for unit tests.
 
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
-    /// Records every batch as JSON; `fail` makes the next apply fail.
-    #[derive(Debug, Default)]
+    /// Records every batch as JSON text; `fail` set makes the next apply fail.
+    #[derive(Debug, Default, Clone)]
     pub(crate) struct RecordingDriver {
-        pub(crate) batches: Vec<serde_json::Value>,
-        pub(crate) fail: bool,
-        pub(crate) removed: bool,
+        pub(crate) batches: Arc<Mutex<Vec<String>>>,
+        pub(crate) fail: Arc<Mutex<bool>>,
     }
 
     impl FirewallDriver for RecordingDriver {
         fn apply(&mut self, old: Option<&Ruleset>, new: &Ruleset) -> Result<(), PolicyError> {
-            if std::mem::take(&mut self.fail) {
+            if std::mem::take(&mut *self.fail.lock().unwrap()) {
                 return Err(PolicyError::Firewall("refused by the test".into()));
             }
-            let json = serde_json::to_value(batch(old, new).to_nftables())
+            let json = serde_json::to_string(&batch(old, new).to_nftables())
                 .map_err(|e| PolicyError::Firewall(e.to_string()))?;
-            self.batches.push(json);
+            self.batches.lock().unwrap().push(json);
             Ok(())
         }
 
@@ -442,7 +443,7 @@ pub(crate) mod recording {
         }
 
         fn remove(&mut self) -> Result<(), PolicyError> {
-            self.removed = true;
+            self.batches.lock().unwrap().push("remove".into());
             Ok(())
         }
     }

@@ -90,6 +90,8 @@ struct State {
     chains: BTreeMap<String, ChainInfo>,
     error: Option<String>,
     applied: u64,
+    /// Set by `reset`: nothing is persisted or enforced any more.
+    retired: bool,
 }
 
 struct Shared {
@@ -110,7 +112,7 @@ impl Shared {
     /// Persists a changed store and schedules enforcement; called with the lock held.
     fn settle(&self, st: &mut State) -> Result<(), PolicyError> {
         let bytes = st.store.encode();
-        if bytes != st.written {
+        if bytes != st.written && !st.retired {
             state_file::write_atomic(&self.path, &bytes)
                 .with_context(|| format!("saving the policy state to {}", self.path.display()))
                 .map_err(PolicyError::Persist)?;
@@ -124,6 +126,9 @@ impl Shared {
     /// Brings the ruleset in force in line with the store.
     fn enforce(&self) {
         let mut st = self.lock();
+        if st.retired {
+            return;
+        }
         let generation = st.generation;
         let rs = compile(&st.store.world(), &self.local);
         if st.in_force.as_ref() != Some(&rs) {
@@ -229,6 +234,7 @@ impl PolicyService {
                 chains: BTreeMap::new(),
                 error: None,
                 applied: 0,
+                retired: false,
             }),
             path,
             local: local.to_string(),
@@ -521,12 +527,21 @@ impl PolicyService {
         }
     }
 
-    /// Removes table `inet weft` (for `weft reset`).
-    pub fn remove_table(&self) -> Result<(), PolicyError> {
+    /// For `weft reset`: removes table `inet weft` and the state file, and enforces nothing
+    /// from then on; returns the path of the state file removed.
+    pub fn reset(&self) -> Result<Option<PathBuf>, PolicyError> {
         let mut st = self.shared.lock();
+        st.retired = true;
         st.driver.remove()?;
         st.in_force = None;
-        Ok(())
+        match std::fs::remove_file(&self.shared.path) {
+            Ok(()) => Ok(Some(self.shared.path.clone())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(PolicyError::Persist(anyhow::anyhow!(
+                "removing {}: {e}",
+                self.shared.path.display()
+            ))),
+        }
     }
 }
 
@@ -557,5 +572,110 @@ impl Gossiper for PolicyGossip {
 
     fn on_unicast(&mut self, _src: PeerName, _payload: &[u8]) -> Result<(), GossipError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::nft::recording::RecordingDriver;
+    use crate::policy::validate::parse_documents;
+
+    fn shared(dir: &Path, driver: RecordingDriver) -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                store: Store::default(),
+                written: Vec::new(),
+                generation: 0,
+                driver: Box::new(driver),
+                in_force: None,
+                totals: BTreeMap::new(),
+                chains: BTreeMap::new(),
+                error: None,
+                applied: 0,
+                retired: false,
+            }),
+            path: dir.join(POLICY_STATE_FILE),
+            local: "h0".into(),
+            wake: Notify::new(),
+            applied: watch::channel(0).0,
+        }
+    }
+
+    fn workload(last: u8, pod: &str, host: &str) -> Value {
+        Value::Workload(WorkloadMeta {
+            address: Ipv4Addr::new(10, 32, 0, last),
+            name: pod.into(),
+            namespace: "x".into(),
+            labels: [("pod".to_string(), pod.to_string())].into(),
+            ports: Vec::new(),
+            host: host.into(),
+        })
+    }
+
+    fn put(s: &Shared, key: String, value: Option<Value>) {
+        let mut st = s.lock();
+        st.store.put(key, value, 1, "h0");
+        s.settle(&mut st).unwrap();
+    }
+
+    fn assert_in_force(s: &Shared) {
+        let st = s.lock();
+        assert_eq!(st.applied, st.generation);
+        assert!(st.error.is_none());
+    }
+
+    #[test]
+    fn enforcement_replaces_then_updates_sets_and_retries_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = RecordingDriver::default();
+        let s = shared(dir.path(), driver.clone());
+        let text = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]\n";
+        let (np, _) = parse_documents(text).unwrap().remove(0);
+        put(&s, policy_key("x/p"), Some(Value::Policy(Box::new(np))));
+        put(
+            &s,
+            workload_key(Ipv4Addr::new(10, 32, 0, 1)),
+            Some(workload(1, "a", "h0")),
+        );
+        s.enforce();
+        assert_in_force(&s);
+        let first = driver.batches.lock().unwrap().last().cloned().unwrap();
+        assert!(first.contains(r#"{"delete":{"table""#), "{first}");
+        assert!(first.contains("ing-10-32-0-1"), "{first}");
+
+        // A remote workload joining the peer selector: only set elements change.
+        put(
+            &s,
+            workload_key(Ipv4Addr::new(10, 32, 0, 2)),
+            Some(workload(2, "b", "h1")),
+        );
+        s.enforce();
+        let second = driver.batches.lock().unwrap().last().cloned().unwrap();
+        assert!(!second.contains("delete"), "{second}");
+        assert!(second.contains(r#""elem":["10.32.0.2"]"#), "{second}");
+
+        // A failed apply leaves nothing recorded as in force; the next run replaces it all.
+        *driver.fail.lock().unwrap() = true;
+        put(
+            &s,
+            workload_key(Ipv4Addr::new(10, 32, 0, 3)),
+            Some(workload(3, "a", "h0")),
+        );
+        s.enforce();
+        {
+            let st = s.lock();
+            assert!(st.error.is_some());
+            assert!(st.applied < st.generation);
+        }
+        let n = driver.batches.lock().unwrap().len();
+        s.enforce();
+        assert_eq!(driver.batches.lock().unwrap().len(), n + 1);
+        assert_in_force(&s);
+        let third = driver.batches.lock().unwrap().last().cloned().unwrap();
+        assert!(third.contains(r#"{"delete":{"table""#), "{third}");
+        assert!(third.contains("ing-10-32-0-3"), "{third}");
+        // The state was persisted.
+        assert!(dir.path().join(POLICY_STATE_FILE).exists());
     }
 }
