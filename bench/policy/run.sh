@@ -54,7 +54,7 @@ echo "== $policies policies, $workloads workloads"
 python3 "$here/gen_state.py" "$policies" "$workloads" >"$work/data/policy.json"
 launch
 attach_both
-w policy status >/dev/null 2>&1 || true
+echo "policies loaded: $(( $(w policy list | wc -l) - 1 ))"
 times=()
 for i in 1 2 3 4 5; do
     cat >"$work/change.yaml" <<YAML
