@@ -66,7 +66,11 @@ fn parse_matrix(name: &str, lines: &[&str]) -> Matrix {
     for (i, row) in rows.iter().enumerate() {
         let mut words = row.split_whitespace();
         let (ns, p, _, _) = pod(i);
-        assert_eq!(words.next(), Some(format!("{ns}{p}").as_str()), "{name}: row {i}");
+        assert_eq!(
+            words.next(),
+            Some(format!("{ns}{p}").as_str()),
+            "{name}: row {i}"
+        );
         let cells: Vec<&str> = words.collect();
         assert_eq!(cells.len(), 9, "{name}: row {i} has 9 cells");
         for (j, c) in cells.iter().enumerate() {
@@ -195,8 +199,8 @@ fn case_files_agree_with_the_model() {
                 },
             );
         }
-        for (_, p) in parse_documents(&case.policies)
-            .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+        for (_, p) in
+            parse_documents(&case.policies).unwrap_or_else(|e| panic!("{}: {e}", case.name))
         {
             world.policies.insert(p.key.clone(), p);
         }
@@ -350,7 +354,11 @@ fn show(m: &BTreeMap<String, Matrix>, want: &BTreeMap<String, Matrix>) -> String
             let g: Vec<&str> = row.iter().map(cell).collect();
             let w: Vec<&str> = want[port][i].iter().map(cell).collect();
             let mark = if g == w { "" } else { " *" };
-            s.push_str(&format!("{ns}{p}  {}   {}{mark}\n", g.join(" "), w.join(" ")));
+            s.push_str(&format!(
+                "{ns}{p}  {}   {}{mark}\n",
+                g.join(" "),
+                w.join(" ")
+            ));
         }
     }
     s
@@ -453,10 +461,14 @@ fn truth_table() {
         let keys = policy_keys(&case.policies);
         let applied = Instant::now();
         here.cli_ok(&["policy", "apply", "-f", file.to_str().expect("path")]);
-        net.wait_until(PROPAGATION, &format!("{}: policies on the other host", case.name), || {
-            let list = there.cli_ok(&["policy", "list"]);
-            keys.iter().all(|k| list.contains(k.as_str()))
-        });
+        net.wait_until(
+            PROPAGATION,
+            &format!("{}: policies on the other host", case.name),
+            || {
+                let list = there.cli_ok(&["policy", "list"]);
+                keys.iter().all(|k| list.contains(k.as_str()))
+            },
+        );
         assert!(applied.elapsed() <= PROPAGATION + Duration::from_millis(500));
         for a in &case.before {
             let args: Vec<&str> = a.split_whitespace().collect();

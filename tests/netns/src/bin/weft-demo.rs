@@ -197,7 +197,8 @@ fn resolve_by_name(net: &Net, routers: &[Router]) -> Result<(), Box<dyn std::err
         return Err(format!("web.weft.local did not resolve\n{}", net.log_tails()).into());
     }
     show(&routers[last], &["status", "dns"])?;
-    ping_over_sleeve(net, &client, &answer, &routers[last])
+    ping_over_sleeve(net, &client, &answer, &routers[last])?;
+    policy_demo(net, routers, &client, &answer)
 }
 
 /// `client` pings web's address `addr` on another host; with the password every frame rides
@@ -217,6 +218,43 @@ fn ping_over_sleeve(
         return Err(format!("client could not ping web\n{}", net.log_tails()).into());
     }
     show(router, &["status", "connections"])?;
+    Ok(())
+}
+
+/// Labels web, applies a NetworkPolicy (on the client's host) that lets nothing into it, shows
+/// the client's ping failing and the drop counted on web's host, then deletes the policy.
+fn policy_demo(
+    net: &Net,
+    routers: &[Router],
+    client: &weft_netns_tests::Workload,
+    addr: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let last = routers.len() - 1;
+    step("policy: label web app=web, then apply a NetworkPolicy denying all ingress to it");
+    show(&routers[0], &["label", "web", "app=web"])?;
+    let file = net.dir().join("deny-web.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: deny-web, namespace: default}\n\
+         spec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n",
+    )?;
+    println!("{}", std::fs::read_to_string(&file)?);
+    show(
+        &routers[last],
+        &["policy", "apply", "-f", &file.display().to_string()],
+    )?;
+    show(&routers[0], &["policy", "list"])?;
+    step("client pings web again: blocked on web's host");
+    let ping = ["ping", "-c", "2", "-W", "1", addr];
+    println!("$ {}   # in client", ping.join(" "));
+    let out = client.exec(&ping)?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if out.status.success() {
+        return Err(format!("the policy did not block the ping\n{}", net.log_tails()).into());
+    }
+    show(&routers[0], &["policy", "drops"])?;
+    show(&routers[0], &["policy", "delete", "default/deny-web"])?;
     Ok(())
 }
 
