@@ -12,6 +12,8 @@ have ip || need+=(iproute2)
 have nft || need+=(nftables)
 have ping || need+=(iputils-ping)
 have python3 || need+=(python3)
+# Network policy: the router loads br_netfilter when the kernel has not yet.
+have modprobe || need+=(kmod)
 # Data plane tests (packet capture of the sleeve) and bench/overlay (iperf3, wg for boringtun).
 have tcpdump || need+=(tcpdump)
 have iperf3 || need+=(iperf3)
