@@ -12,4 +12,4 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build (binaries used by the namespace tests)"
 cargo build --workspace --bins
 echo "== cargo test"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
