@@ -32,6 +32,6 @@ pub use names::list_netns;
 pub use net::Net;
 pub use prereq::weft_binary;
 pub use report::{Connection, Peer, Report};
-pub use router::{Router, output_text};
+pub use router::{Router, full_mesh, output_text};
 pub use traffic::{pings, tcp_transfer_arrives_intact};
 pub use wait::poll_until;

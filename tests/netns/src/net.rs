@@ -13,6 +13,7 @@ use crate::host::{Host, Workload};
 use crate::links;
 use crate::names;
 use crate::prereq;
+use crate::router::Router;
 use crate::router::RouterInner;
 use crate::wait::{poll_until, tail};
 
@@ -192,6 +193,18 @@ impl Net {
     /// The underlay namespace (holds bridge `br0` and the link rules).
     pub fn underlay(&self) -> &str {
         &self.shared.underlay
+    }
+
+    /// Starts a router on host `i` with `extra` flags, dialling the hosts `peers`; panics when
+    /// it does not come up.
+    #[track_caller]
+    pub fn launch(&self, i: usize, peers: &[usize], extra: &[&str]) -> Router {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(peers.iter().map(|&p| self.host(p).addr().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.host(i)
+            .spawn_weft(&args)
+            .unwrap_or_else(|e| panic!("launching weft on h{i}: {e}"))
     }
 
     /// Calls `cond` every 200 ms until it returns true; after `timeout`, panics naming `what`

@@ -371,3 +371,15 @@ pub fn output_text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Whether every router has an established connection to every other router's host.
+pub fn full_mesh(routers: &[Router]) -> bool {
+    routers.iter().all(|me| {
+        me.report().is_ok_and(|r| {
+            routers
+                .iter()
+                .filter(|o| o.addr() != me.addr())
+                .all(|o| r.connected_to(&o.addr().to_string()))
+        })
+    })
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use weft_netns_tests::{Net, Router, Workload, output_text};
+use weft_netns_tests::{Net, Router, Workload, full_mesh, output_text};
 
 /// Time a fresh mesh of three routers gets to connect.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -56,27 +56,9 @@ fn start_upstream(net: &Net, i: usize) -> std::path::PathBuf {
 
 /// Launches a router on host `i` dialling `peers`, with `extra` flags, and exposes its DNS address.
 fn launch(net: &Net, i: usize, peers: &[usize], extra: &[&str]) -> Router {
-    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    args.extend(peers.iter().map(|&p| net.host(p).addr().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let router = net
-        .host(i)
-        .spawn_weft(&args)
-        .unwrap_or_else(|e| panic!("launching weft on h{i}: {e}"));
+    let router = net.launch(i, peers, extra);
     router.cli_ok(&["expose", &format!("{}/12", dns_addr(i))]);
     router
-}
-
-/// Whether every router has an established connection to every other router's host.
-fn full_mesh(routers: &[Router]) -> bool {
-    routers.iter().all(|me| {
-        me.report().is_ok_and(|r| {
-            routers
-                .iter()
-                .filter(|o| o.addr() != me.addr())
-                .all(|o| r.connected_to(&o.addr().to_string()))
-        })
-    })
 }
 
 /// Runs `dig` with `args` through `exec` and returns (answer lines of `+short`, full output).

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_netns_tests::{Net, Router, output_text};
+use weft_netns_tests::{Net, Router, full_mesh, output_text};
 
 /// The allocation range of these tests: 512 addresses, so a 3-peer ring splits it 256/128/128
 /// and a peer runs out of its share after about 128 allocations.
@@ -58,18 +58,6 @@ fn three_routers(net: &Net) -> Vec<Router> {
         converged(&routers)
     });
     routers
-}
-
-/// Whether every router has an established connection to every other one.
-fn full_mesh(routers: &[Router]) -> bool {
-    routers.iter().all(|me| {
-        me.report().is_ok_and(|r| {
-            routers
-                .iter()
-                .filter(|other| other.addr() != me.addr())
-                .all(|other| r.connected_to(&other.addr().to_string()))
-        })
-    })
 }
 
 /// `GET path` on the router's control socket, as JSON.

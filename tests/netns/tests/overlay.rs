@@ -8,7 +8,9 @@ use std::process::Output;
 use std::thread;
 use std::time::Duration;
 
-use weft_netns_tests::{Net, Router, Workload, output_text, pings, tcp_transfer_arrives_intact};
+use weft_netns_tests::{
+    Net, Router, Workload, full_mesh, output_text, pings, tcp_transfer_arrives_intact,
+};
 
 /// Time a fresh mesh of a few routers gets to converge.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -54,30 +56,6 @@ fn flood_entries(net: &Net, i: usize) -> Vec<String> {
     dsts
 }
 
-fn launch(net: &Net, i: usize, peers: &[usize], extra: &[&str]) -> Router {
-    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    args.extend(peers.iter().map(|&p| net.host(p).addr().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    net.host(i)
-        .spawn_weft(&args)
-        .unwrap_or_else(|e| panic!("launching weft on h{i}: {e}"))
-}
-
-/// Whether every router has an established connection to every other router's host.
-fn full_mesh(routers: &[Router]) -> bool {
-    routers.iter().all(|me| {
-        let Ok(report) = me.report() else {
-            return false;
-        };
-        routers.iter().filter(|o| o.addr() != me.addr()).all(|o| {
-            report
-                .established()
-                .iter()
-                .any(|c| c.ip() == o.addr().to_string())
-        })
-    })
-}
-
 fn attach(router: &Router, w: &Workload, addr: &str) {
     router.cli_ok(&["attach", addr, "--netns", w.ns(), "--name", w.name()]);
 }
@@ -92,9 +70,9 @@ fn overlay_ip(n: u8) -> Ipv4Addr {
 fn three_hosts_two_workloads_each() {
     let net = Net::new(3).expect("net");
     let routers = [
-        launch(&net, 0, &[], &[]),
-        launch(&net, 1, &[0], &[]),
-        launch(&net, 2, &[0, 1], &[]),
+        net.launch(0, &[], &[]),
+        net.launch(1, &[0], &[]),
+        net.launch(2, &[0, 1], &[]),
     ];
     net.wait_until(CONVERGE, "a full mesh of 3", || full_mesh(&routers));
     for i in 0..3 {
@@ -277,9 +255,9 @@ for _ in range(20):
 fn fdb_follows_a_peer_that_stops_and_restarts() {
     let net = Net::new(3).expect("net");
     let routers = [
-        launch(&net, 0, &[], &[]),
-        launch(&net, 1, &[0], &[]),
-        launch(&net, 2, &[0, 1], &[]),
+        net.launch(0, &[], &[]),
+        net.launch(1, &[0], &[]),
+        net.launch(2, &[0, 1], &[]),
     ];
     net.wait_until(CONVERGE, "a full mesh of 3", || full_mesh(&routers));
     let h1 = net.host(1).addr().to_string();
@@ -318,7 +296,7 @@ fn fdb_follows_a_peer_that_stops_and_restarts() {
 #[test]
 fn router_kill9_and_restart_keeps_workloads() {
     let net = Net::new(2).expect("net");
-    let routers = [launch(&net, 0, &[], &[]), launch(&net, 1, &[0], &[])];
+    let routers = [net.launch(0, &[], &[]), net.launch(1, &[0], &[])];
     net.wait_until(CONVERGE, "a full mesh of 2", || full_mesh(&routers));
     let a = net.add_workload(0, "a").expect("workload");
     let b = net.add_workload(1, "b").expect("workload");
@@ -390,7 +368,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         let out = h1.exec(args).expect("ip");
         assert!(out.status.success(), "{args:?}: {}", output_text(&out));
     }
-    let _r1 = launch(&net, 1, &[], &[]);
+    let _r1 = net.launch(1, &[], &[]);
     let bridge_mtu = output_text(&h1.exec(&["cat", "/sys/class/net/weft/mtu"]).expect("cat"));
     assert_eq!(bridge_mtu.trim(), "1350", "overlay MTU from eth0's 1400");
 
@@ -424,7 +402,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
         );
     }
 
-    let r0 = launch(&net, 0, &[], &[]);
+    let r0 = net.launch(0, &[], &[]);
     let w = net.add_workload(0, "w").expect("workload");
     let other = net.add_workload(0, "other").expect("workload");
     attach(&r0, &w, "10.32.2.1/12");

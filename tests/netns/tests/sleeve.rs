@@ -9,7 +9,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use weft_netns_tests::{Net, Router, Workload, output_text, pings, tcp_transfer_arrives_intact};
+use weft_netns_tests::{
+    Net, Router, Workload, full_mesh, output_text, pings, tcp_transfer_arrives_intact,
+};
 
 /// Time a fresh mesh of a few routers gets to converge.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -17,29 +19,6 @@ const CONVERGE: Duration = Duration::from_secs(30);
 const SWITCH: Duration = Duration::from_secs(5);
 /// What the tests send to find in a capture.
 const MARKER: &str = "weft-plaintext-marker-7f3a";
-
-fn launch(net: &Net, i: usize, peers: &[usize], extra: &[&str]) -> Router {
-    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    args.extend(peers.iter().map(|&p| net.host(p).addr().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    net.host(i)
-        .spawn_weft(&args)
-        .unwrap_or_else(|e| panic!("launching weft on h{i}: {e}"))
-}
-
-fn full_mesh(routers: &[Router]) -> bool {
-    routers.iter().all(|me| {
-        let Ok(report) = me.report() else {
-            return false;
-        };
-        routers.iter().filter(|o| o.addr() != me.addr()).all(|o| {
-            report
-                .established()
-                .iter()
-                .any(|c| c.ip() == o.addr().to_string())
-        })
-    })
-}
 
 fn overlay_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 32, 0, n)
@@ -169,9 +148,9 @@ fn encrypted_sleeve_three_hosts() {
     let net = Net::new(3).expect("net");
     let pw = ["--password", "sleeve-test-secret"];
     let routers = [
-        launch(&net, 0, &[], &pw),
-        launch(&net, 1, &[0], &pw),
-        launch(&net, 2, &[0, 1], &pw),
+        net.launch(0, &[], &pw),
+        net.launch(1, &[0], &pw),
+        net.launch(2, &[0, 1], &pw),
     ];
     net.wait_until(CONVERGE, "a full mesh of 3", || full_mesh(&routers));
     let workloads: Vec<Workload> = (0..6)
@@ -263,9 +242,9 @@ for i in range(500):
 fn fallback_to_the_sleeve_and_back() {
     let net = Net::new(3).expect("net");
     let routers = [
-        launch(&net, 0, &[], &[]),
-        launch(&net, 1, &[0], &[]),
-        launch(&net, 2, &[0, 1], &[]),
+        net.launch(0, &[], &[]),
+        net.launch(1, &[0], &[]),
+        net.launch(2, &[0, 1], &[]),
     ];
     net.wait_until(CONVERGE, "a full mesh of 3", || full_mesh(&routers));
     let workloads: Vec<Workload> = (0..3)
