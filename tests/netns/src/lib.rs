@@ -17,6 +17,7 @@
 mod cmd;
 mod error;
 mod host;
+mod image;
 mod links;
 mod names;
 mod net;
@@ -28,6 +29,7 @@ mod wait;
 
 pub use error::{HarnessError, Result};
 pub use host::{Host, Workload};
+pub use image::busybox_image;
 pub use names::list_netns;
 pub use net::Net;
 pub use prereq::weft_binary;

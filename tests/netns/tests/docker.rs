@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use weft_netns_tests::{Net, Router, output_text, poll_until};
+use weft_netns_tests::{Net, Router, busybox_image, output_text, poll_until};
 
 /// Time a two-router mesh gets to converge and a cross-host ping to pass.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -118,34 +118,6 @@ impl Drop for Dockerd {
             let _ = self.child.wait();
         }
     }
-}
-
-/// A tarball of a rootfs holding busybox-static and its applet links.
-fn busybox_image(dir: &Path) -> PathBuf {
-    let bin = dir.join("rootfs").join("bin");
-    std::fs::create_dir_all(&bin).expect("rootfs");
-    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static installed");
-    let list = Command::new(bin.join("busybox"))
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    assert!(list.status.success(), "{}", output_text(&list));
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
-        }
-    }
-    let tar = dir.join("busybox.tar");
-    let out = Command::new("tar")
-        .arg("-C")
-        .arg(dir.join("rootfs"))
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .output()
-        .expect("tar");
-    assert!(out.status.success(), "{}", output_text(&out));
-    tar
 }
 
 /// The IPv4 address of `eth0` in a running container.

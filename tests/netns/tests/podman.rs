@@ -5,11 +5,11 @@
 //! Needs root, podman, runc, busybox-static, `cargo build -p weft-router -p weft-cni --bins`
 //! first. podman runs under `nsenter --net` (see RUNTIMES.md: `ip netns exec` hides the cgroups).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use weft_netns_tests::{Net, Router, output_text, weft_binary};
+use weft_netns_tests::{Net, Router, busybox_image, output_text, weft_binary};
 
 /// Time a two-router mesh gets to agree on the ring and the FDB.
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -96,35 +96,6 @@ impl Drop for Podman {
         let _ = self.run(&["rm", "-af", "-t", "0"]);
         let _ = self.run(&["system", "reset", "-f"]);
     }
-}
-
-/// A tarball of a rootfs holding busybox-static and its applet links.
-fn busybox_image(dir: &Path) -> PathBuf {
-    let rootfs = dir.join("rootfs");
-    let bin = rootfs.join("bin");
-    std::fs::create_dir_all(&bin).expect("rootfs");
-    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static installed");
-    let list = Command::new(bin.join("busybox"))
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    assert!(list.status.success(), "{}", output_text(&list));
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
-        }
-    }
-    let tar = dir.join("busybox.tar");
-    let out = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .output()
-        .expect("tar");
-    assert!(out.status.success(), "{}", output_text(&out));
-    tar
 }
 
 /// The IPv4 address of `eth0` in a running container.
