@@ -166,12 +166,21 @@ impl Netlink {
 
     /// Creates bridge `name`, up, with `mtu`.
     pub(crate) async fn create_bridge(&self, name: &str, mtu: u32) -> Result<()> {
+        self.add_link(
+            LinkBridge::new(name).mtu(mtu).build(),
+            format!("creating bridge {name}"),
+        )
+        .await
+    }
+
+    /// Sends one link creation; `what` names it in the error.
+    async fn add_link(&self, msg: LinkMessage, what: String) -> Result<()> {
         self.handle
             .link()
-            .add(LinkBridge::new(name).mtu(mtu).build())
+            .add(msg)
             .execute()
             .await
-            .map_err(OverlayError::netlink(format!("creating bridge {name}")))
+            .map_err(OverlayError::netlink(what))
     }
 
     /// Creates VXLAN device `name` (learning on) with `vni` on UDP `port`, plugged into bridge
@@ -191,14 +200,8 @@ impl Netlink {
             .controller(controller)
             .up()
             .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
+        self.add_link(msg, format!("creating VXLAN device {name}"))
             .await
-            .map_err(OverlayError::netlink(format!(
-                "creating VXLAN device {name}"
-            )))
     }
 
     /// Creates a veth pair: `host` here, plugged into bridge `controller` and up, and `peer`
@@ -221,14 +224,8 @@ impl Netlink {
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .mtu(mtu)
             .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
+        self.add_link(msg, format!("creating veth {host} / {peer}"))
             .await
-            .map_err(OverlayError::netlink(format!(
-                "creating veth {host} / {peer}"
-            )))
     }
 
     /// Sets a link's MTU and bridge, and brings it up.
