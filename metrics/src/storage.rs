@@ -205,6 +205,15 @@ struct Tenant {
     samples_appended: u64,
 }
 
+impl Tenant {
+    /// Blocks holding samples in `[mint, maxt]`.
+    fn blocks_overlapping(&self, mint: i64, maxt: i64) -> impl Iterator<Item = &Block> {
+        self.blocks
+            .iter()
+            .filter(move |b| b.meta().max_t > mint && b.meta().min_t <= maxt)
+    }
+}
+
 /// The local store of one router.
 #[derive(Debug)]
 pub struct Storage {
@@ -262,6 +271,19 @@ impl Storage {
             .map_err(|_| StorageError::Poisoned)?
             .get(id)
             .cloned())
+    }
+
+    /// Runs `read` under the read lock of an existing tenant; an unknown tenant has no data.
+    fn read_tenant<T>(
+        &self,
+        id: &TenantId,
+        read: impl FnOnce(&Tenant) -> Result<Vec<T>, StorageError>,
+    ) -> Result<Vec<T>, StorageError> {
+        let Some(handle) = self.existing(id)? else {
+            return Ok(Vec::new());
+        };
+        let t = handle.read().map_err(|_| StorageError::Poisoned)?;
+        read(&t)
     }
 
     /// The tenant, opened (WAL replayed) or created on first use.
@@ -464,25 +486,19 @@ impl Store for Storage {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<Series>, StorageError> {
-        let Some(handle) = self.existing(tenant)? else {
-            return Ok(Vec::new());
-        };
-        let t = handle.read().map_err(|_| StorageError::Poisoned)?;
-        let mut parts = Vec::new();
-        for b in t
-            .blocks
-            .iter()
-            .filter(|b| b.meta().max_t > mint && b.meta().min_t <= maxt)
-        {
-            parts.push(b.select(matchers, mint, maxt)?);
-        }
-        let head = t.head.select(matchers, mint, maxt);
-        if parts.is_empty() {
-            return Ok(head);
-        }
-        // The head goes last so that it wins on equal timestamps.
-        parts.push(head);
-        Ok(merge_series(parts))
+        self.read_tenant(tenant, |t| {
+            let mut parts = Vec::new();
+            for b in t.blocks_overlapping(mint, maxt) {
+                parts.push(b.select(matchers, mint, maxt)?);
+            }
+            let head = t.head.select(matchers, mint, maxt);
+            if parts.is_empty() {
+                return Ok(head);
+            }
+            // The head goes last so that it wins on equal timestamps.
+            parts.push(head);
+            Ok(merge_series(parts))
+        })
     }
 
     fn series(
@@ -492,23 +508,17 @@ impl Store for Storage {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<Labels>, StorageError> {
-        let Some(handle) = self.existing(tenant)? else {
-            return Ok(Vec::new());
-        };
-        let t = handle.read().map_err(|_| StorageError::Poisoned)?;
-        let mut all: BTreeSet<Labels> = t
-            .head
-            .series_labels(matchers, mint, maxt)
-            .into_iter()
-            .collect();
-        for b in t
-            .blocks
-            .iter()
-            .filter(|b| b.meta().max_t > mint && b.meta().min_t <= maxt)
-        {
-            all.extend(b.series_labels(matchers, mint, maxt));
-        }
-        Ok(all.into_iter().collect())
+        self.read_tenant(tenant, |t| {
+            let mut all: BTreeSet<Labels> = t
+                .head
+                .series_labels(matchers, mint, maxt)
+                .into_iter()
+                .collect();
+            for b in t.blocks_overlapping(mint, maxt) {
+                all.extend(b.series_labels(matchers, mint, maxt));
+            }
+            Ok(all.into_iter().collect())
+        })
     }
 }
 
