@@ -89,44 +89,22 @@ fn check(np: &NetworkPolicy) -> Check<Policy> {
             }
         }
     }
-    let ingress = match (&np.spec.ingress, np.has_ingress()) {
-        (_, false) => None,
-        (None, true) => Some(Vec::new()),
-        (Some(rules), true) => Some(
-            rules
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    rule(
-                        &namespace,
-                        r.from.as_deref(),
-                        r.ports.as_deref(),
-                        &format!("spec.ingress[{i}]"),
-                        "from",
-                    )
-                })
-                .collect::<Check<Vec<_>>>()?,
-        ),
-    };
-    let egress = match (&np.spec.egress, np.has_egress()) {
-        (_, false) => None,
-        (None, true) => Some(Vec::new()),
-        (Some(rules), true) => Some(
-            rules
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    rule(
-                        &namespace,
-                        r.to.as_deref(),
-                        r.ports.as_deref(),
-                        &format!("spec.egress[{i}]"),
-                        "to",
-                    )
-                })
-                .collect::<Check<Vec<_>>>()?,
-        ),
-    };
+    let ingress = rules(
+        &namespace,
+        np.spec.ingress.as_deref(),
+        np.has_ingress(),
+        "ingress",
+        "from",
+        |r| (r.from.as_deref(), r.ports.as_deref()),
+    )?;
+    let egress = rules(
+        &namespace,
+        np.spec.egress.as_deref(),
+        np.has_egress(),
+        "egress",
+        "to",
+        |r| (r.to.as_deref(), r.ports.as_deref()),
+    )?;
     Ok(Policy {
         key: np.key(),
         namespace,
@@ -134,6 +112,36 @@ fn check(np: &NetworkPolicy) -> Check<Policy> {
         ingress,
         egress,
     })
+}
+
+/// The rules of one direction: `None` when the policy does not isolate that direction, no
+/// rules (deny all) when it does and lists none; `parts` gives a rule's peers and ports.
+fn rules<R>(
+    namespace: &str,
+    spec: Option<&[R]>,
+    isolates: bool,
+    direction: &str,
+    peers_name: &str,
+    parts: impl Fn(&R) -> (Option<&[Peer]>, Option<&[PolicyPort]>),
+) -> Check<Option<Vec<Rule>>> {
+    if !isolates {
+        return Ok(None);
+    }
+    spec.unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (peers, ports) = parts(r);
+            rule(
+                namespace,
+                peers,
+                ports,
+                &format!("spec.{direction}[{i}]"),
+                peers_name,
+            )
+        })
+        .collect::<Check<Vec<_>>>()
+        .map(Some)
 }
 
 fn rule(
