@@ -29,11 +29,19 @@ pub struct Ring {
     tokens: Vec<(u64, PeerId)>,
     /// The distinct peers, sorted.
     peers: Vec<PeerId>,
+    /// Copies of each series (`--metrics-replication`).
+    replication: usize,
 }
 
 impl Ring {
-    /// Builds the ring of `peers` (order and duplicates do not matter).
+    /// Builds the ring of `peers` (order and duplicates do not matter) with
+    /// [`REPLICATION_FACTOR`] copies of each series.
     pub fn new(peers: impl IntoIterator<Item = PeerId>) -> Self {
+        Self::with_replication(peers, REPLICATION_FACTOR)
+    }
+
+    /// Builds the ring of `peers` with `replication` copies of each series (at least one).
+    pub fn with_replication(peers: impl IntoIterator<Item = PeerId>, replication: usize) -> Self {
         let mut peers: Vec<PeerId> = peers.into_iter().collect();
         peers.sort_unstable();
         peers.dedup();
@@ -42,7 +50,11 @@ impl Ring {
             .flat_map(|&p| (0..TOKENS_PER_PEER as u64).map(move |v| (token(p, v), p)))
             .collect();
         tokens.sort_unstable();
-        Self { tokens, peers }
+        Self {
+            tokens,
+            peers,
+            replication: replication.max(1),
+        }
     }
 
     /// The peers of the ring, sorted.
@@ -50,10 +62,21 @@ impl Ring {
         &self.peers
     }
 
-    /// The peers holding the series with hash `key`: [`REPLICATION_FACTOR`] distinct peers (all
-    /// of them when there are fewer), the first being the owner of the next token clockwise.
+    /// Copies of each series this ring places: the replication factor, capped by the peers.
+    pub fn copies(&self) -> usize {
+        self.replication.min(self.peers.len())
+    }
+
+    /// Acknowledgements a write needs: a majority of [`Ring::copies`] (2 of 3, 1 of 1).
+    pub fn write_quorum(&self) -> usize {
+        self.copies() / 2 + 1
+    }
+
+    /// The peers holding the series with hash `key`: the replication factor's number of
+    /// distinct peers (all of them when there are fewer), the first being the owner of the
+    /// next token clockwise.
     pub fn replicas_of_key(&self, key: u64) -> Vec<PeerId> {
-        let want = REPLICATION_FACTOR.min(self.peers.len());
+        let want = self.copies();
         let mut out = Vec::with_capacity(want);
         if want == 0 {
             return out;
@@ -168,6 +191,25 @@ mod tests {
         assert_eq!(Ring::new([7]).replicas_of_key(42), vec![7]);
         let two = Ring::new([7, 9]).replicas_of_key(42);
         assert_eq!(two.iter().collect::<BTreeSet<_>>(), [7, 9].iter().collect());
+    }
+
+    #[test]
+    fn the_replication_factor_is_configurable_and_sets_the_quorum() {
+        let one = Ring::with_replication(peers(5), 1);
+        let five = Ring::with_replication(peers(5), 5);
+        for key in keys(100) {
+            assert_eq!(one.replicas_of_key(key).len(), 1);
+            assert_eq!(five.replicas_of_key(key).len(), 5);
+            // The first replica does not depend on the factor.
+            assert_eq!(one.replicas_of_key(key)[0], five.replicas_of_key(key)[0]);
+        }
+        assert_eq!((one.copies(), one.write_quorum()), (1, 1));
+        assert_eq!((five.copies(), five.write_quorum()), (5, 3));
+        let three = Ring::new(peers(3));
+        assert_eq!((three.copies(), three.write_quorum()), (3, 2));
+        let two = Ring::new(peers(2));
+        assert_eq!((two.copies(), two.write_quorum()), (2, 2));
+        assert_eq!(Ring::with_replication(peers(2), 0).copies(), 1);
     }
 
     #[test]

@@ -89,6 +89,12 @@ pub enum WriteError {
     /// A previous WAL failure left this tenant read-only until restart.
     #[error("tenant {0} is read-only after a write-ahead log failure")]
     Unavailable(TenantId),
+    /// A replica of the metrics ring refused the batch as invalid: a client error.
+    #[error("a replica refused the write: {0}")]
+    Refused(String),
+    /// Too few replicas of the metrics ring made the write durable: retry later.
+    #[error("the write did not reach a quorum of replicas: {0}")]
+    NoQuorum(String),
 }
 
 /// Why a read failed.
@@ -113,6 +119,9 @@ pub enum StorageError {
     /// A lock was poisoned by a panic elsewhere.
     #[error("storage lock poisoned")]
     Poisoned,
+    /// Too few peers of the metrics ring answered to give a complete result: retry later.
+    #[error("too few replicas answered: {0}")]
+    Unavailable(String),
     /// A block could not be read or written.
     #[error(transparent)]
     Block(#[from] BlockError),

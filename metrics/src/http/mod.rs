@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 
 use crate::index::Matcher;
 use crate::labels::Labels;
-use crate::promql::{self, EngineConfig, QueryError};
+use crate::promql::{self, EngineConfig, QueryError, QueryValue};
 use crate::remote_write::decode_write_request;
 use crate::storage::{StorageError, Store, WriteError};
 use crate::tenant::{ANONYMOUS, TenantId};
@@ -168,7 +168,12 @@ impl From<QueryError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        match e {
+            StorageError::Unavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+            }
+            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        }
     }
 }
 
@@ -176,7 +181,9 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         let msg = e.to_string();
         match e {
-            WriteError::Append(_) | WriteError::LabelLimit { .. } => Self::bad_data(msg),
+            WriteError::Append(_) | WriteError::LabelLimit { .. } | WriteError::Refused(_) => {
+                Self::bad_data(msg)
+            }
             WriteError::RateLimited { retry_after_ms, .. } => Self {
                 retry_after_s: Some(retry_after_ms.div_ceil(1000).max(1)),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "unavailable", msg)
@@ -185,7 +192,7 @@ impl From<WriteError> for ApiError {
                 retry_after_s: Some(60),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "unavailable", msg)
             },
-            WriteError::Wal(_) | WriteError::Unavailable(_) => {
+            WriteError::Wal(_) | WriteError::Unavailable(_) | WriteError::NoQuorum(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
             }
         }
@@ -315,6 +322,49 @@ async fn push(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A query request's tenant, parameters and `query` expression.
+struct QueryRequest {
+    tenant: TenantId,
+    params: Vec<(String, String)>,
+    expr: String,
+}
+
+impl QueryRequest {
+    fn parse(
+        st: &ApiState,
+        method: &Method,
+        raw_query: Option<String>,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Self, ApiError> {
+        let tenant = tenant(headers, &st.config)?;
+        let params = request_params(method, raw_query, headers, body);
+        let expr = params::get(&params, "query")
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?
+            .to_owned();
+        Ok(Self {
+            tenant,
+            params,
+            expr,
+        })
+    }
+
+    /// Evaluates the expression with `run` off the async workers and renders the result.
+    async fn evaluate(
+        self,
+        st: &ApiState,
+        run: impl FnOnce(&dyn Store, &TenantId, &str, &EngineConfig) -> Result<QueryValue, QueryError>
+        + Send
+        + 'static,
+    ) -> Result<Response, ApiError> {
+        let store = st.store.clone();
+        let engine = st.config.engine;
+        let value =
+            blocking(move || Ok(run(store.as_ref(), &self.tenant, &self.expr, &engine)?)).await?;
+        Ok(ok_json(&json::query_data(&value)))
+    }
+}
+
 async fn query(
     State(st): State<ApiState>,
     method: Method,
@@ -322,25 +372,12 @@ async fn query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&headers, &st.config)?;
-    let p = request_params(&method, q, &headers, &body);
-    let expr = params::get(&p, "query")
-        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?
-        .to_owned();
-    let t = time_param(&p, "time", now_ms())?;
-    let store = st.store.clone();
-    let engine = st.config.engine;
-    let value = blocking(move || {
-        Ok(promql::instant_query(
-            store.as_ref(),
-            &tenant,
-            &expr,
-            t,
-            &engine,
-        )?)
+    let req = QueryRequest::parse(&st, &method, q, &headers, &body)?;
+    let t = time_param(&req.params, "time", now_ms())?;
+    req.evaluate(&st, move |store, tenant, expr, engine| {
+        promql::instant_query(store, tenant, expr, t, engine)
     })
-    .await?;
-    Ok(ok_json(&json::query_data(&value)))
+    .await
 }
 
 async fn query_range(
@@ -350,36 +387,22 @@ async fn query_range(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&headers, &st.config)?;
-    let p = request_params(&method, q, &headers, &body);
-    let expr = params::get(&p, "query")
-        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is required"))?
-        .to_owned();
+    let req = QueryRequest::parse(&st, &method, q, &headers, &body)?;
+    let p = &req.params;
     let missing = |n: &str| ApiError::bad_data(format!("invalid parameter \"{n}\": missing"));
-    let start = params::get(&p, "start").ok_or_else(|| missing("start"))?;
+    let start = params::get(p, "start").ok_or_else(|| missing("start"))?;
     let start = params::parse_time(start)
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"start\": {e}")))?;
-    let end = params::get(&p, "end").ok_or_else(|| missing("end"))?;
+    let end = params::get(p, "end").ok_or_else(|| missing("end"))?;
     let end = params::parse_time(end)
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"end\": {e}")))?;
-    let step = params::get(&p, "step").ok_or_else(|| missing("step"))?;
+    let step = params::get(p, "step").ok_or_else(|| missing("step"))?;
     let step = params::parse_duration(step)
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
-    let store = st.store.clone();
-    let engine = st.config.engine;
-    let value = blocking(move || {
-        Ok(promql::range_query(
-            store.as_ref(),
-            &tenant,
-            &expr,
-            start,
-            end,
-            step,
-            &engine,
-        )?)
+    req.evaluate(&st, move |store, tenant, expr, engine| {
+        promql::range_query(store, tenant, expr, start, end, step, engine)
     })
-    .await?;
-    Ok(ok_json(&json::query_data(&value)))
+    .await
 }
 
 /// Parses `match[]` selectors into matcher sets (one per selector and `or` alternative).
