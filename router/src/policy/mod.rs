@@ -3,10 +3,12 @@
 //! nftables table `inet weft`.
 
 pub mod compile;
+pub mod drops;
 pub mod error;
 pub mod hook;
 pub mod labels;
 pub mod model;
+pub mod nflog;
 pub mod nft;
 pub mod ruleset;
 pub mod service;

@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tracing::{info, warn};
 
 use super::compile::compile;
+use super::drops::{DropEvent, RecentDrops, parse_ipv4};
 use super::error::PolicyError;
 use super::labels::LabelEdit;
 use super::model::{Protocol, WorkloadMeta};
@@ -92,6 +93,8 @@ struct State {
     applied: u64,
     /// Set by `reset`: nothing is persisted or enforced any more.
     retired: bool,
+    /// The last drops the NFLOG group reported.
+    recent: RecentDrops,
 }
 
 struct Shared {
@@ -100,6 +103,8 @@ struct Shared {
     local: String,
     wake: Notify,
     applied: watch::Sender<u64>,
+    /// Drop events, to whoever subscribed.
+    drop_events: broadcast::Sender<DropEvent>,
 }
 
 impl Shared {
@@ -121,6 +126,30 @@ impl Shared {
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// See [`PolicyService::record_drop`].
+    fn record_drop(&self, prefix: &str, packet: &[u8], time_ms: u64) -> Option<DropEvent> {
+        let summary = parse_ipv4(packet)?;
+        let event = {
+            let mut st = self.lock();
+            let info = st.chains.get(prefix.trim())?;
+            let event = DropEvent {
+                time_ms,
+                src: summary.src,
+                dst: summary.dst,
+                protocol: summary.protocol,
+                port: summary.port,
+                direction: info.direction,
+                workload: info.workload.clone(),
+                policies: info.policies.clone(),
+            };
+            st.recent.push(event.clone());
+            event
+        };
+        // No subscriber is not an error.
+        let _ = self.drop_events.send(event.clone());
+        Some(event)
     }
 
     /// Brings the ruleset in force in line with the store.
@@ -197,6 +226,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Drop events a slow subscriber may lag behind before it misses some.
+const DROP_EVENTS_QUEUE: usize = 1024;
+
 /// How long a change waits for its ruleset to be in force before answering.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 
@@ -235,11 +267,13 @@ impl PolicyService {
                 error: None,
                 applied: 0,
                 retired: false,
+                recent: RecentDrops::default(),
             }),
             path,
             local: local.to_string(),
             wake: Notify::new(),
             applied,
+            drop_events: broadcast::channel(DROP_EVENTS_QUEUE).0,
         });
         let service = PolicyService {
             shared: shared.clone(),
@@ -513,6 +547,24 @@ impl PolicyService {
         Ok(out)
     }
 
+    /// Drop events from now on: one per packet the (rate-limited) NFLOG group reports, so a
+    /// sample of the drops; exact counts are in [`PolicyService::drops`].
+    pub fn subscribe_drops(&self) -> broadcast::Receiver<DropEvent> {
+        self.shared.drop_events.subscribe()
+    }
+
+    /// The last drop events (at most [`super::drops::RECENT_DROPS`]), oldest first.
+    pub fn recent_drops(&self) -> Vec<DropEvent> {
+        self.shared.lock().recent.events()
+    }
+
+    /// Records a packet the NFLOG group reported with log prefix `prefix` (the chain's
+    /// name) and publishes it; returns the event, or `None` when the prefix names no chain
+    /// of this router or the packet is not IPv4.
+    pub fn record_drop(&self, prefix: &str, packet: &[u8], time_ms: u64) -> Option<DropEvent> {
+        self.shared.record_drop(prefix, packet, time_ms)
+    }
+
     /// Generation counters and sizes.
     pub fn status(&self) -> PolicyStatus {
         let st = self.shared.lock();
@@ -594,11 +646,13 @@ mod tests {
                 error: None,
                 applied: 0,
                 retired: false,
+                recent: RecentDrops::default(),
             }),
             path: dir.join(POLICY_STATE_FILE),
             local: "h0".into(),
             wake: Notify::new(),
             applied: watch::channel(0).0,
+            drop_events: broadcast::channel(DROP_EVENTS_QUEUE).0,
         }
     }
 
@@ -678,4 +732,34 @@ mod tests {
         // The state was persisted.
         assert!(dir.path().join(POLICY_STATE_FILE).exists());
     }
-}
+
+    #[test]
+    fn a_logged_packet_becomes_a_drop_event_of_its_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path(), RecordingDriver::default());
+        let text = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]\n";
+        let (np, _) = parse_documents(text).unwrap().remove(0);
+        put(&s, policy_key("x/p"), Some(Value::Policy(Box::new(np))));
+        put(
+            &s,
+            workload_key(Ipv4Addr::new(10, 32, 0, 1)),
+            Some(workload(1, "a", "h0")),
+        );
+        s.enforce();
+        let mut rx = s.drop_events.subscribe();
+        // TCP from 10.32.0.9:40000 to 10.32.0.1:80.
+        let mut packet = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        packet.extend_from_slice(&[10, 32, 0, 9, 10, 32, 0, 1]);
+        packet.extend_from_slice(&[0x9c, 0x40, 0, 80, 0, 0, 0, 0]);
+        let event = s.record_drop("ing-10-32-0-1", &packet, 7).unwrap();
+        assert_eq!(event.direction, Direction::Ingress);
+        assert_eq!(event.workload, "x/a");
+        assert_eq!(event.policies, vec!["x/p".to_string()]);
+        assert_eq!(event.port, Some(80));
+        assert_eq!(event.src, Ipv4Addr::new(10, 32, 0, 9));
+        assert_eq!(rx.try_recv().unwrap(), event);
+        assert_eq!(s.lock().recent.events(), vec![event]);
+        assert!(s.record_drop("ing-10-32-0-77", &packet, 8).is_none());
+        assert!(s.record_drop("ing-10-32-0-1", &[0x60; 40], 8).is_none());
+        assert_eq!(s.lock().recent.events().len(), 1);
+    }}
