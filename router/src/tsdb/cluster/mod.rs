@@ -1,0 +1,54 @@
+//! The mesh hosts the metrics (issue 10): every router stores part of every tenant's series
+//! and any router answers the Prometheus API for all of them.
+//!
+//! - **Ring.** The metrics ring ([`weft_metrics::ring`]) is derived from the peers the mesh
+//!   topology knows (this router included, sorted, so every router computes the same ring).
+//!   Each series lives on `--metrics-replication` peers (default 3, fewer in smaller meshes).
+//! - **Writes.** [`ClusterStore`] splits a batch by placement and writes each peer's part: the
+//!   local part straight into the local [`Storage`](weft_metrics::storage::Storage), the others
+//!   as requests on the `metrics` mesh channel (at most 8 in flight per peer, parts of about
+//!   1 MiB, 5 s to answer). The write is acknowledged once every series has a quorum (a majority
+//!   of its replicas, 2 of 3) of durable writes; when some series cannot reach it the client
+//!   gets 503 (retryable), or 400 when a replica refused the data as invalid. The per-tenant
+//!   ingestion rate and burst are cluster-wide: each router admits them divided by the number
+//!   of routers (as Cortex's "global" strategy), so an over-limit tenant gets 429 on every router.
+//!   Writes from peers go to the local store only (never to exporters).
+//! - **Reads.** `select`, `series` and the label queries ask every peer of the ring (matchers and
+//!   time range pushed down), merge series by labels and keep one sample per timestamp, so a
+//!   replica missing data leaves no gap. Up to `copies - quorum` failing peers (1 of 3) are
+//!   tolerated: every series acknowledged at quorum still has a live replica; more give 503.
+//! - **Catch-up.** A restarted router misses the writes made while it was down; reads stay
+//!   complete because they merge all peers. Neither hinted hand-off nor hand-over of moved
+//!   series is implemented yet: after a ring change a series' new replicas hold only the samples
+//!   written since.
+
+mod channel;
+mod store;
+mod wire;
+
+use std::sync::Arc;
+
+use weft_metrics::storage::Storage;
+
+pub use store::{ClusterConfig, ClusterStore};
+
+use crate::mesh::PeerName;
+use crate::mesh::driver::{MeshHandle, MeshStopped};
+
+/// The mesh channel of replica requests.
+pub(crate) const CHANNEL: &str = "metrics";
+
+/// Registers the `metrics` channel on `mesh`, starts serving peers' requests against `local`,
+/// and returns the store that replicates over them.
+pub(super) async fn start(
+    local: Arc<Storage>,
+    local_name: PeerName,
+    mesh: MeshHandle,
+    config: ClusterConfig,
+) -> Result<ClusterStore, MeshStopped> {
+    let store = ClusterStore::new(local, local_name, mesh.clone(), config);
+    let (channel, requests) = channel::MetricsChannel::new(store.shared());
+    mesh.register(CHANNEL, Box::new(channel)).await?;
+    tokio::spawn(channel::serve(store.shared(), requests));
+    Ok(store)
+}

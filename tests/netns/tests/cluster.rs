@@ -1,0 +1,262 @@
+//! End-to-end tests of the replicated metrics store (issue 10 parts 2 and 3) on three routers
+//! in host namespaces: writes to one router are acknowledged at quorum and read back complete
+//! from another; `kill -9` of a router during sustained writes loses no acknowledged sample and
+//! queries stay complete while it is down; a router cut off from its replicas answers 503, never
+//! a false 2xx; invalid data gets 400; a tenant over its cluster-wide rate gets 429 on every
+//! router.
+//!
+//! Needs root, `ip`, `nft` and `cargo build -p weft-router` first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use weft_metrics::labels::{Labels, Sample, Series};
+use weft_metrics::remote_write::encode_write_request;
+use weft_netns_tests::{Host, Net, Router, full_mesh};
+
+/// The router's Prometheus API, as seen from inside its host.
+const API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6782);
+
+/// Series the writer spreads its samples over.
+const SERIES: usize = 12;
+
+/// Status and body of one HTTP/1.0 exchange with the router API inside `host`.
+fn http(host: &Host, method: &str, path: &str, tenant: &str, body: &[u8]) -> (u16, String) {
+    let answer = host.run_in(|| -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect_timeout(&API, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.0\r\nHost: x\r\nX-Scope-OrgID: {tenant}\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if method == "POST" {
+            req.push_str("Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\n");
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes())?;
+        s.write_all(body)?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Ok((status, body.to_owned()))
+    });
+    match answer {
+        Ok(Ok(a)) => a,
+        // No connection or no answer: the router is down, status 0.
+        Ok(Err(e)) => (0, e.to_string()),
+        Err(e) => panic!("entering {}: {e}", host.ns()),
+    }
+}
+
+fn push(host: &Host, tenant: &str, series: &[Series]) -> (u16, String) {
+    http(
+        host,
+        "POST",
+        "/api/v1/push",
+        tenant,
+        &encode_write_request(series),
+    )
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .expect("clock")
+}
+
+fn one(name: &str, k: usize, t: i64, v: f64) -> Series {
+    Series {
+        labels: Labels::from_pairs([("__name__", name.to_owned()), ("k", k.to_string())])
+            .expect("labels"),
+        samples: vec![Sample { t, v }],
+    }
+}
+
+/// The samples of `name` in the last `window` before `at_ms`, per series `k`, as read through
+/// the router on `host`; `None` when the query fails.
+fn samples(
+    host: &Host,
+    tenant: &str,
+    name: &str,
+    at_ms: i64,
+    window: &str,
+) -> Option<BTreeMap<String, BTreeSet<i64>>> {
+    let path = format!(
+        "/api/v1/query?query={name}%5B{window}%5D&time={:.3}",
+        at_ms as f64 / 1000.0
+    );
+    let (status, body) = http(host, "GET", &path, tenant, &[]);
+    if status != 200 {
+        return None;
+    }
+    let j: Value = serde_json::from_str(&body).ok()?;
+    let mut out = BTreeMap::new();
+    for item in j["data"]["result"].as_array()? {
+        let k = item["metric"]["k"].as_str()?.to_owned();
+        let ts = item["values"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p[0].as_f64())
+            .map(|t| (t * 1000.0).round() as i64)
+            .collect();
+        out.insert(k, ts);
+    }
+    Some(out)
+}
+
+/// Acknowledged samples missing from what `host` reads back.
+fn missing(
+    host: &Host,
+    tenant: &str,
+    acked: &BTreeMap<String, BTreeSet<i64>>,
+    at_ms: i64,
+) -> Option<usize> {
+    let got = samples(host, tenant, "load", at_ms, "10m")?;
+    Some(
+        acked
+            .iter()
+            .map(|(k, ts)| {
+                let have = got.get(k);
+                ts.iter()
+                    .filter(|t| !have.is_some_and(|h| h.contains(t)))
+                    .count()
+            })
+            .sum(),
+    )
+}
+
+/// Three routers in a full mesh, their metrics APIs answering.
+fn three(net: &Net, extra: &[&str]) -> Vec<Router> {
+    let routers = vec![
+        net.launch(0, &[], extra),
+        net.launch(1, &[0], extra),
+        net.launch(2, &[0, 1], extra),
+    ];
+    net.wait_until(Duration::from_secs(30), "a full mesh", || {
+        full_mesh(&routers)
+    });
+    for h in net.hosts() {
+        net.wait_until(Duration::from_secs(20), "the metrics API", || {
+            http(h, "GET", "/api/v1/status/buildinfo", "t", &[]).0 == 200
+        });
+    }
+    routers
+}
+
+#[test]
+fn kill_9_of_a_replica_during_writes_loses_no_acknowledged_sample() {
+    let net = Net::new(3).expect("net");
+    let routers = three(&net, &[]);
+    let (h0, h1, h2) = (net.host(0), net.host(1), net.host(2));
+    let tenant = "cluster";
+    let start = now_ms();
+    let mut acked: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    let mut refused = 0usize;
+    let mut i = 0usize;
+    // One sample per push, on a rotating series, each timestamp later than the last.
+    let mut write = |n: usize, acked: &mut BTreeMap<String, BTreeSet<i64>>| {
+        for _ in 0..n {
+            let (k, t) = (i % SERIES, start + i as i64);
+            let (status, body) = push(h0, tenant, &[one("load", k, t, i as f64)]);
+            match status {
+                204 => {
+                    acked.entry(k.to_string()).or_default().insert(t);
+                }
+                500..=599 | 0 => refused += 1,
+                other => panic!("push {i}: unexpected {other}: {body}"),
+            }
+            i += 1;
+        }
+    };
+    write(200, &mut acked);
+    assert_eq!(acked.values().map(BTreeSet::len).sum::<usize>(), 200);
+    // RF=3 on three routers: every router holds the tenant on its own disk.
+    for r in &routers {
+        let dir = r.data_dir().join("tsdb").join(tenant);
+        assert!(dir.is_dir(), "{} holds no replica", dir.display());
+    }
+    // Every router reads everything written to router 0.
+    for h in net.hosts() {
+        assert_eq!(missing(h, tenant, &acked, now_ms()), Some(0), "{}", h.ns());
+    }
+
+    routers[1].kill9().expect("kill -9");
+    write(200, &mut acked);
+    // Router 1 is down: reads through router 2 are complete.
+    assert_eq!(
+        missing(h2, tenant, &acked, now_ms()),
+        Some(0),
+        "reads while a replica is down\n{}",
+        net.log_tails()
+    );
+    routers[1].restart().expect("restart");
+    net.wait_until(Duration::from_secs(60), "router 1 back in the mesh", || {
+        full_mesh(&routers) && http(h1, "GET", "/api/v1/status/buildinfo", "t", &[]).0 == 200
+    });
+    write(200, &mut acked);
+
+    let total: usize = acked.values().map(BTreeSet::len).sum();
+    println!("acknowledged {total} samples, {refused} pushes refused (retryable)");
+    assert!(total >= 500, "only {total} of 600 pushes acknowledged");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for h in net.hosts() {
+        let lost = missing(h, tenant, &acked, now_ms());
+        assert_eq!(
+            lost,
+            Some(0),
+            "acknowledged samples lost reading through {}",
+            h.ns()
+        );
+        assert!(Instant::now() < deadline);
+    }
+}
+
+#[test]
+fn failed_replicas_give_503_invalid_data_400_and_an_over_limit_tenant_429_everywhere() {
+    let net = Net::new(3).expect("net");
+    // A cluster-wide rate of 30 samples/s and burst of 90: each of the three routers admits
+    // 10/s and a burst of 30.
+    let _routers = three(
+        &net,
+        &[
+            "--metrics-ingestion-rate",
+            "30",
+            "--metrics-ingestion-burst",
+            "90",
+        ],
+    );
+    let (h0, h1) = (net.host(0), net.host(1));
+    let t = now_ms();
+
+    // Invalid data (a sample older than one every replica has) is a client error.
+    assert_eq!(push(h0, "a", &[one("x", 0, t, 1.0)]).0, 204);
+    let (status, body) = push(h0, "a", &[one("x", 0, t - 3_600_000, 1.0)]);
+    assert_eq!(status, 400, "{body}");
+
+    // Over the rate on every router: each has its share of the burst only (40 > 90 / 3).
+    let big: Vec<Series> = (0..40).map(|k| one("y", k, t, 1.0)).collect();
+    for h in net.hosts() {
+        let (status, body) = push(h, "b", &big);
+        assert_eq!(status, 429, "{}: {body}", h.ns());
+    }
+    // Another tenant is not affected.
+    assert_eq!(push(h1, "c", &[one("y", 0, t, 1.0)]).0, 204);
+
+    // Router 0 cut off from both replicas: its writes fail with a retryable 503, never 2xx.
+    net.cut(0, 1).expect("cut");
+    net.cut(0, 2).expect("cut");
+    let (status, body) = push(h0, "d", &[one("z", 0, now_ms(), 1.0)]);
+    assert_eq!(status, 503, "{body}");
+    net.restore(0, 1).expect("restore");
+    net.restore(0, 2).expect("restore");
+}
