@@ -120,7 +120,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
     let policy = start_policy(&args.data_dir, name, mesh.clone(), &overlay).await?;
     let cni = crate::cni::CniService::load(&args.data_dir, ipam.clone(), overlay.clone())
         .context("loading the CNI attachments")?;
-    let docker = start_docker(&args, &ipam, &overlay)?;
+    let docker = start_docker(&args, &ipam, &overlay, &dns, &policy)?;
     let stop = Arc::new(Notify::new());
     let state = ApiState {
         router,
@@ -163,6 +163,8 @@ fn start_docker(
     args: &LaunchArgs,
     ipam: &IpamService,
     overlay: &Overlay,
+    dns: &crate::dns::DnsService,
+    policy: &crate::policy::PolicyService,
 ) -> anyhow::Result<Option<crate::docker::DockerPlugin>> {
     if !args.docker_plugin {
         return Ok(None);
@@ -170,9 +172,12 @@ fn start_docker(
     let config = crate::docker::DockerConfig {
         dir: args.docker_plugin_dir.clone(),
         name: args.docker_plugin_name.clone(),
+        engine: crate::docker::Engine::from_host(&args.docker_api)?,
     };
-    let backend = crate::docker::WeftBackend::new(ipam.clone(), overlay.clone());
-    let driver = crate::docker::Driver::new(Arc::new(backend));
+    let backend =
+        crate::docker::WeftBackend::new(ipam.clone(), overlay.clone(), dns.clone(), policy.clone());
+    let store = crate::docker::StateStore::in_dir(&args.data_dir);
+    let driver = crate::docker::Driver::load(Arc::new(backend), store)?;
     Ok(Some(crate::docker::DockerPlugin::start(&config, driver)?))
 }
 

@@ -294,6 +294,14 @@ pub struct LaunchArgs {
     /// Where dockerd discovers plugin sockets.
     #[arg(long, default_value = "/run/docker/plugins")]
     pub docker_plugin_dir: PathBuf,
+    /// The Docker Engine API the plugin follows for container names and labels (DNS, policy),
+    /// `unix:///PATH`; only used with `--docker-plugin`.
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    pub docker_api: String,
     /// Where DNS listens, IP or IP:PORT; port 53 of the bridge's first exposed address (see
     /// `weft expose`) when absent, so never a host's external interface by default.
     #[arg(long, value_parser = parse_dns_listen)]

@@ -1,6 +1,6 @@
 //! What the driver needs from the router: addresses from IPAM, attachments through the shared
-//! pipeline, the gateway on the bridge. A trait, so the protocol handlers are tested without a
-//! kernel or a mesh.
+//! pipeline, the gateway on the bridge, container names in DNS and labels in policy. A trait, so
+//! the protocol handlers are tested without a kernel or a mesh.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -10,10 +10,15 @@ use ipnetwork::Ipv4Network;
 
 use super::DockerError;
 use super::staging::Staging;
+use super::store::{Container, Joined};
 use crate::api::ApiError;
 use crate::attach::{AttachInput, attach, detach};
+use crate::dns::{DnsService, Fqdn};
 use crate::ipam::IpamService;
 use crate::overlay::{NetnsRef, Overlay};
+use crate::policy::PolicyService;
+use crate::policy::model::WorkloadMeta;
+use crate::policy::spec::DEFAULT_NAMESPACE;
 
 /// How long a RequestAddress waits for IPAM (the ring may still be forming).
 const ALLOCATE_WAIT: Duration = Duration::from_secs(30);
@@ -47,6 +52,20 @@ pub trait Backend: Send + Sync {
     async fn prepare(&self, spec: JoinSpec) -> Result<Prepared, DockerError>;
     /// Removes a prepared veth (wherever its inner end went) and frees its address.
     async fn release(&self, prepared: Prepared) -> Result<(), DockerError>;
+    /// Undoes a join made by an earlier run of the router (whose [`Prepared`] is gone): removes
+    /// the veth if it is still there, its name's DNS records and policy record, and frees
+    /// `address` if IPAM still gives it to the join's owner.
+    async fn forget(&self, joined: &Joined, address: Ipv4Addr) -> Result<(), DockerError>;
+    /// Registers the container behind `endpoint` (at `address`): its name in DNS, its name and
+    /// labels in policy.
+    async fn name_workload(
+        &self,
+        endpoint: &str,
+        address: Ipv4Addr,
+        container: &Container,
+    ) -> Result<(), DockerError>;
+    /// Removes the DNS records [`Backend::name_workload`] made for `endpoint`.
+    async fn unname_workload(&self, endpoint: &str) -> Result<(), DockerError>;
     /// Gives the host `gateway` on the bridge.
     async fn expose(&self, gateway: Ipv4Network) -> Result<(), DockerError>;
     /// Takes `gateway` off the bridge.
@@ -60,21 +79,40 @@ pub struct Prepared {
     pub netns: String,
     /// The inner end's name.
     pub ifname: String,
+    /// The host end's name, on the bridge.
+    pub host_ifname: String,
     /// Keeps the staging namespace alive (absent in tests).
     pub staging: Option<Staging>,
 }
 
-/// The real backend: weft's IPAM service and overlay.
+/// The DNS owner of the records naming the container behind `endpoint`.
+pub fn dns_owner(endpoint: &str) -> String {
+    format!("docker:{endpoint}")
+}
+
+/// The real backend: weft's IPAM, overlay, DNS and policy services.
 #[derive(Clone)]
 pub struct WeftBackend {
     ipam: IpamService,
     overlay: Overlay,
+    dns: DnsService,
+    policy: PolicyService,
 }
 
 impl WeftBackend {
     /// The backend over the router's services.
-    pub fn new(ipam: IpamService, overlay: Overlay) -> Self {
-        WeftBackend { ipam, overlay }
+    pub fn new(
+        ipam: IpamService,
+        overlay: Overlay,
+        dns: DnsService,
+        policy: PolicyService,
+    ) -> Self {
+        WeftBackend {
+            ipam,
+            overlay,
+            dns,
+            policy,
+        }
     }
 }
 
@@ -117,7 +155,7 @@ impl Backend for WeftBackend {
     async fn prepare(&self, spec: JoinSpec) -> Result<Prepared, DockerError> {
         let staging = Staging::new()?;
         let netns = staging.path();
-        attach(
+        let attachment = attach(
             &self.ipam,
             &self.overlay,
             AttachInput {
@@ -135,6 +173,7 @@ impl Backend for WeftBackend {
         let prepared = Prepared {
             netns,
             ifname: spec.ifname,
+            host_ifname: attachment.host_ifname,
             staging: Some(staging),
         };
         if let Err(e) = moved {
@@ -154,6 +193,62 @@ impl Backend for WeftBackend {
         .await?;
         drop(prepared.staging);
         Ok(())
+    }
+
+    async fn forget(&self, joined: &Joined, address: Ipv4Addr) -> Result<(), DockerError> {
+        super::link::delete_if_present(&joined.host_ifname).await?;
+        let ip = std::net::IpAddr::V4(address);
+        self.dns
+            .remove(|e| e.owner == joined.netns && e.addr == ip)
+            .await
+            .map_err(|e| DockerError::Internal(format!("removing DNS records: {e}")))?;
+        self.policy
+            .workload_down(address)
+            .await
+            .map_err(|e| DockerError::Internal(format!("forgetting the policy record: {e}")))?;
+        self.free(&joined.owner, address)
+    }
+
+    async fn name_workload(
+        &self,
+        endpoint: &str,
+        address: Ipv4Addr,
+        container: &Container,
+    ) -> Result<(), DockerError> {
+        let fqdn = Fqdn::in_domain(&container.name, self.dns.domain()).map_err(|e| {
+            DockerError::BadRequest(format!("container name {:?}: {e}", container.name))
+        })?;
+        let owner = dns_owner(endpoint);
+        let ip = std::net::IpAddr::V4(address);
+        // A renamed container: its old name goes.
+        self.dns
+            .remove(|e| e.owner == owner && (e.name != fqdn.as_str() || e.addr != ip))
+            .await
+            .map_err(|e| DockerError::Internal(format!("removing DNS records: {e}")))?;
+        self.dns
+            .add(&fqdn, &[ip], &owner)
+            .await
+            .map_err(|e| DockerError::Internal(format!("registering {fqdn}: {e}")))?;
+        self.policy
+            .workload_up(WorkloadMeta {
+                address,
+                name: container.name.clone(),
+                namespace: DEFAULT_NAMESPACE.to_string(),
+                labels: container.labels.clone(),
+                ports: Vec::new(),
+                host: String::new(),
+            })
+            .await
+            .map_err(|e| DockerError::Internal(format!("recording the labels in policy: {e}")))
+    }
+
+    async fn unname_workload(&self, endpoint: &str) -> Result<(), DockerError> {
+        let owner = dns_owner(endpoint);
+        self.dns
+            .remove(|e| e.owner == owner)
+            .await
+            .map(|_| ())
+            .map_err(|e| DockerError::Internal(format!("removing DNS records: {e}")))
     }
 
     async fn expose(&self, gateway: Ipv4Network) -> Result<(), DockerError> {

@@ -1,6 +1,8 @@
 //! The remote network and IPAM driver methods: validation, bookkeeping of pools, addresses,
-//! networks and endpoints, and the calls into the [`Backend`]. The state lives in memory: a
-//! restarted router forgets dockerd's networks (see the README).
+//! networks and endpoints, and the calls into the [`Backend`]. The bookkeeping is saved in
+//! `docker.json` (see [`super::store`]) before each answer, so a restarted router still frees
+//! what dockerd releases; the containers' names and labels arrive from the Engine API watcher
+//! (see [`super::watch`]) through [`Driver::name_container`].
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -15,6 +17,7 @@ use super::protocol::{
     CreateEndpoint, CreateNetwork, EndpointRef, Join, NetworkRef, ReleaseAddress, ReleasePool,
     RequestAddress, RequestPool, parse,
 };
+use super::store::{Container, DriverState, EndpointRec, Joined, NetworkRec, StateStore};
 use super::{Backend, DockerError, JoinSpec, Prepared};
 
 /// The address space weft reports for both scopes.
@@ -30,49 +33,37 @@ const DST_PREFIX: &str = "eth";
 /// Length of the endpoint id prefix used as the workload name.
 const SHORT_ID: usize = 12;
 
-/// A network dockerd created on this driver.
-#[derive(Debug, Clone)]
-struct NetworkRec {
-    gateway: Option<Ipv4Network>,
-}
-
-/// An endpoint, with its veth once joined.
-#[derive(Debug)]
-struct EndpointRec {
-    network: String,
-    address: Ipv4Network,
-    joined: Option<Prepared>,
-}
-
+/// The saved bookkeeping and the veths made in this run.
 #[derive(Debug, Default)]
-struct State {
-    /// Pool id → pool.
-    pools: BTreeMap<String, Ipv4Network>,
-    /// Address handed out by RequestAddress → its IPAM owner.
-    owners: BTreeMap<Ipv4Addr, String>,
-    networks: BTreeMap<String, NetworkRec>,
-    endpoints: BTreeMap<String, EndpointRec>,
-    /// Source of unique IPAM owners for addresses requested without a name.
-    next_owner: u64,
+struct Inner {
+    st: DriverState,
+    /// Endpoint id → its veth's staging namespace, for endpoints joined in this run.
+    live: BTreeMap<String, Prepared>,
 }
 
 /// The driver. Cheap to clone; calls are serialised.
 #[derive(Clone)]
 pub struct Driver {
     backend: Arc<dyn Backend>,
-    state: Arc<Mutex<State>>,
+    store: StateStore,
+    state: Arc<Mutex<Inner>>,
     /// Distinguishes the owners of this process's addresses from a previous run's.
     run_id: u32,
 }
 
 impl Driver {
-    /// A driver over `backend`.
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Driver {
+    /// A driver over `backend`, with the bookkeeping `store` holds.
+    pub fn load(backend: Arc<dyn Backend>, store: StateStore) -> Result<Self, DockerError> {
+        let st = store.load()?;
+        Ok(Driver {
             backend,
-            state: Arc::default(),
+            store,
+            state: Arc::new(Mutex::new(Inner {
+                st,
+                live: BTreeMap::new(),
+            })),
             run_id: rand::random(),
-        }
+        })
     }
 
     /// Handles `method` with the JSON `body`.
@@ -108,7 +99,10 @@ impl Driver {
             "IpamDriver.RequestPool" => self.request_pool(parse(method, body)?).await,
             "IpamDriver.ReleasePool" => {
                 let r: ReleasePool = parse(method, body)?;
-                self.state.lock().await.pools.remove(&r.pool_id);
+                let mut inner = self.state.lock().await;
+                if inner.st.pools.remove(&r.pool_id).is_some() {
+                    self.store.save(&inner.st)?;
+                }
                 Ok(json!({}))
             }
             "IpamDriver.RequestAddress" => self.request_address(parse(method, body)?).await,
@@ -148,12 +142,16 @@ impl Driver {
             )));
         }
         let id = format!("{ADDRESS_SPACE}-{pool}");
-        self.state.lock().await.pools.insert(id.clone(), pool);
+        let mut inner = self.state.lock().await;
+        if inner.st.pools.insert(id.clone(), pool).is_none() {
+            self.store.save(&inner.st)?;
+        }
         Ok(json!({"PoolID": id, "Pool": pool.to_string(), "Data": {}}))
     }
 
     async fn request_address(&self, r: RequestAddress) -> Result<Value, DockerError> {
-        let mut st = self.state.lock().await;
+        let mut inner = self.state.lock().await;
+        let st = &mut inner.st;
         let pool = *st
             .pools
             .get(&r.pool_id)
@@ -191,15 +189,21 @@ impl Driver {
                 "IPAM gave {ip}, outside the pool {pool}; use weft's default subnet"
             )));
         }
-        st.owners.insert(ip, owner);
+        st.owners.insert(ip, owner.clone());
+        if let Err(e) = self.store.save(st) {
+            st.owners.remove(&ip);
+            self.backend.free(&owner, ip)?;
+            return Err(e);
+        }
         Ok(json!({"Address": format!("{ip}/{}", pool.prefix()), "Data": {}}))
     }
 
     async fn release_address(&self, r: ReleaseAddress) -> Result<Value, DockerError> {
         let ip = parse_ip(&r.address)?;
-        let owner = self.state.lock().await.owners.remove(&ip);
-        if let Some(owner) = owner {
+        let mut inner = self.state.lock().await;
+        if let Some(owner) = inner.st.owners.remove(&ip) {
             self.backend.free(&owner, ip)?;
+            self.store.save(&inner.st)?;
         }
         Ok(json!({}))
     }
@@ -227,7 +231,8 @@ impl Driver {
             "" => None,
             g => Some(parse_net("gateway", g)?),
         };
-        let mut st = self.state.lock().await;
+        let mut inner = self.state.lock().await;
+        let st = &mut inner.st;
         if st.networks.contains_key(&r.network_id) {
             return Err(DockerError::Conflict(format!(
                 "network {} exists",
@@ -240,15 +245,18 @@ impl Driver {
         }
         st.networks
             .insert(r.network_id.clone(), NetworkRec { gateway });
+        self.store.save(st)?;
         info!(network = %r.network_id, %pool, ?gateway, "Docker network created");
         Ok(json!({}))
     }
 
     async fn delete_network(&self, r: NetworkRef) -> Result<Value, DockerError> {
-        let mut st = self.state.lock().await;
+        let mut inner = self.state.lock().await;
+        let st = &mut inner.st;
         let Some(net) = st.networks.remove(&r.network_id) else {
             return Ok(json!({}));
         };
+        self.store.save(st)?;
         let shared = st.networks.values().any(|n| n.gateway == net.gateway);
         if let (Some(gw), false) = (net.gateway, shared)
             && let Err(e) = self.backend.hide(gw.ip()).await
@@ -273,7 +281,8 @@ impl Driver {
             )));
         }
         let address = parse_net("endpoint address", &iface.address)?;
-        let mut st = self.state.lock().await;
+        let mut inner = self.state.lock().await;
+        let st = &mut inner.st;
         if !st.networks.contains_key(&r.network_id) {
             return Err(DockerError::NotFound(format!(
                 "unknown network {}",
@@ -292,30 +301,66 @@ impl Driver {
                 network: r.network_id,
                 address,
                 joined: None,
+                container: None,
             },
         );
+        self.store.save(st)?;
         Ok(json!({}))
     }
 
     async fn endpoint(&self, id: &str) -> Result<(), DockerError> {
-        match self.state.lock().await.endpoints.contains_key(id) {
+        match self.state.lock().await.st.endpoints.contains_key(id) {
             true => Ok(()),
             false => Err(DockerError::NotFound(format!("unknown endpoint {id}"))),
         }
     }
 
     async fn delete_endpoint(&self, r: EndpointRef) -> Result<Value, DockerError> {
-        let mut st = self.state.lock().await;
-        if let Some(ep) = st.endpoints.remove(&r.endpoint_id)
-            && let Some(prepared) = ep.joined
-        {
-            self.backend.release(prepared).await?;
+        let mut inner = self.state.lock().await;
+        if !inner.st.endpoints.contains_key(&r.endpoint_id) {
+            return Ok(json!({}));
         }
+        self.unjoin(&mut inner, &r.endpoint_id).await?;
+        inner.st.endpoints.remove(&r.endpoint_id);
+        self.store.save(&inner.st)?;
         Ok(json!({}))
     }
 
+    /// Undoes the join of endpoint `id` (its name, its veth, its address's attachment), made in
+    /// this run or an earlier one; nothing when it is not joined.
+    async fn unjoin(&self, inner: &mut Inner, id: &str) -> Result<(), DockerError> {
+        let Some(ep) = inner.st.endpoints.get_mut(id) else {
+            return Ok(());
+        };
+        let address = ep.address.ip();
+        if ep.container.take().is_some()
+            && let Err(e) = self.backend.unname_workload(id).await
+        {
+            warn!(endpoint = %id, "removing the container's name: {e}");
+        }
+        let Some(joined) = ep.joined.take() else {
+            return Ok(());
+        };
+        let undone = match inner.live.remove(id) {
+            Some(prepared) => match self.backend.release(prepared).await {
+                Ok(()) | Err(DockerError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            },
+            None => self.backend.forget(&joined, address).await,
+        };
+        if let Err(e) = undone {
+            if let Some(ep) = inner.st.endpoints.get_mut(id) {
+                ep.joined = Some(joined);
+            }
+            return Err(e);
+        }
+        info!(endpoint = %id, %address, "Docker endpoint left");
+        Ok(())
+    }
+
     async fn join(&self, r: Join) -> Result<Value, DockerError> {
-        let mut st = self.state.lock().await;
+        let mut inner = self.state.lock().await;
+        let st = &mut inner.st;
         let ep = st
             .endpoints
             .get(&r.endpoint_id)
@@ -347,6 +392,7 @@ impl Driver {
             .get(&address.ip())
             .cloned()
             .unwrap_or_else(|| format!("docker:{}", r.endpoint_id));
+        let joined_owner = owner.clone();
         let id: String = r
             .endpoint_id
             .chars()
@@ -366,9 +412,16 @@ impl Driver {
                 name,
             })
             .await?;
-        if let Some(rec) = st.endpoints.get_mut(&r.endpoint_id) {
-            rec.joined = Some(prepared);
+        if let Some(rec) = inner.st.endpoints.get_mut(&r.endpoint_id) {
+            rec.joined = Some(Joined {
+                netns: prepared.netns.clone(),
+                ifname: prepared.ifname.clone(),
+                host_ifname: prepared.host_ifname.clone(),
+                owner: joined_owner,
+            });
         }
+        inner.live.insert(r.endpoint_id.clone(), prepared);
+        self.store.save(&inner.st)?;
         info!(endpoint = %r.endpoint_id, %address, %ifname, "Docker endpoint joined");
         Ok(json!({
             "InterfaceName": {"SrcName": ifname, "DstPrefix": DST_PREFIX},
@@ -379,18 +432,67 @@ impl Driver {
     }
 
     async fn leave(&self, r: EndpointRef) -> Result<Value, DockerError> {
-        let mut st = self.state.lock().await;
-        let ep = st
-            .endpoints
-            .get_mut(&r.endpoint_id)
-            .ok_or_else(|| DockerError::NotFound(format!("unknown endpoint {}", r.endpoint_id)))?;
-        if let Some(prepared) = ep.joined.take() {
-            match self.backend.release(prepared).await {
-                Ok(()) | Err(DockerError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+        let mut inner = self.state.lock().await;
+        if !inner.st.endpoints.contains_key(&r.endpoint_id) {
+            return Err(DockerError::NotFound(format!(
+                "unknown endpoint {}",
+                r.endpoint_id
+            )));
         }
+        self.unjoin(&mut inner, &r.endpoint_id).await?;
+        self.store.save(&inner.st)?;
         Ok(json!({}))
+    }
+
+    /// Records `container` as the one behind endpoint `endpoint` and registers its name and
+    /// labels; `false` when the endpoint is not a joined endpoint of this driver.
+    pub async fn name_container(
+        &self,
+        endpoint: &str,
+        container: Container,
+    ) -> Result<bool, DockerError> {
+        let mut inner = self.state.lock().await;
+        let Some(ep) = inner.st.endpoints.get_mut(endpoint) else {
+            return Ok(false);
+        };
+        if ep.joined.is_none() {
+            return Ok(false);
+        }
+        self.backend
+            .name_workload(endpoint, ep.address.ip(), &container)
+            .await?;
+        if ep.container.as_ref() != Some(&container) {
+            info!(%endpoint, name = %container.name, "Docker container named");
+            ep.container = Some(container);
+            self.store.save(&inner.st)?;
+        }
+        Ok(true)
+    }
+
+    /// Removes the name of container `container` on network `network` (it was disconnected);
+    /// `false` when no endpoint of this driver had it.
+    pub async fn unname_container(
+        &self,
+        container: &str,
+        network: &str,
+    ) -> Result<bool, DockerError> {
+        let mut inner = self.state.lock().await;
+        let found = inner.st.endpoints.iter_mut().find(|(_, ep)| {
+            ep.network == network && ep.container.as_ref().is_some_and(|c| c.id == container)
+        });
+        let Some((id, ep)) = found else {
+            return Ok(false);
+        };
+        let id = id.clone();
+        ep.container = None;
+        self.backend.unname_workload(&id).await?;
+        self.store.save(&inner.st)?;
+        Ok(true)
+    }
+
+    /// Whether `network` is one of this driver's networks.
+    pub async fn has_network(&self, network: &str) -> bool {
+        self.state.lock().await.st.networks.contains_key(network)
     }
 }
 

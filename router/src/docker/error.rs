@@ -22,6 +22,22 @@ pub enum DockerError {
     /// The router failed to carry out a valid request.
     #[error("{0}")]
     Internal(String),
+    /// The driver's state file could not be read or written.
+    #[error("Docker driver state {path}: {reason}")]
+    State {
+        /// The file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The Docker Engine API could not be reached or answered something unexpected.
+    #[error("Docker Engine API {socket}: {reason}")]
+    Engine {
+        /// Its socket.
+        socket: String,
+        /// What failed.
+        reason: String,
+    },
     /// The plugin socket could not be served.
     #[error("serving the Docker plugin socket {path}: {source}")]
     Socket {
@@ -39,9 +55,10 @@ impl DockerError {
             DockerError::BadRequest(_) => StatusCode::BAD_REQUEST,
             DockerError::NotFound(_) | DockerError::UnknownMethod(_) => StatusCode::NOT_FOUND,
             DockerError::Conflict(_) => StatusCode::CONFLICT,
-            DockerError::Internal(_) | DockerError::Socket { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            DockerError::Internal(_)
+            | DockerError::State { .. }
+            | DockerError::Engine { .. }
+            | DockerError::Socket { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

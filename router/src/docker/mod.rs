@@ -7,18 +7,29 @@
 //! CNI (veth on bridge `weft`, address, DNS, policy), made in a staging namespace (see
 //! [`staging`]) and handed to dockerd as `InterfaceName` to move into the container; `Join`
 //! also returns the gateway, which the host holds on the bridge.
+//!
+//! dockerd never tells a driver a container's name, so [`watch`] follows the Docker Engine API
+//! ([`engine`]) and hands the names and labels of the containers on weft networks to the
+//! driver, which registers them in DNS and policy. The driver's bookkeeping survives a restart
+//! in `docker.json` ([`store`]).
 
 pub mod backend;
 pub mod driver;
+pub mod engine;
 pub mod error;
+pub mod link;
 pub mod protocol;
 pub mod server;
 pub mod staging;
+pub mod store;
+pub mod watch;
 
-pub use backend::{Backend, JoinSpec, Prepared, WeftBackend};
+pub use backend::{Backend, JoinSpec, Prepared, WeftBackend, dns_owner};
 pub use driver::Driver;
+pub use engine::Engine;
 pub use error::DockerError;
 pub use server::{DockerConfig, DockerPlugin};
+pub use store::StateStore;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! The plugin socket: axum over a unix listener at `<dir>/<name>.sock`, one POST route per
-//! method, answers in Docker's plugin content type, errors as `{"Err": "..."}`.
+//! method, answers in Docker's plugin content type, errors as `{"Err": "..."}`; and the
+//! Engine API watcher that names the containers.
 
 use std::path::PathBuf;
 
@@ -14,7 +15,7 @@ use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::{DockerError, Driver};
+use super::{DockerError, Driver, Engine};
 
 /// The content type of Docker plugin answers.
 const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1+json";
@@ -26,6 +27,8 @@ pub struct DockerConfig {
     pub dir: PathBuf,
     /// The plugin name: the `-d` and `--ipam-driver` of `docker network create`.
     pub name: String,
+    /// The Engine API followed for container names and labels.
+    pub engine: Engine,
 }
 
 impl DockerConfig {
@@ -67,11 +70,13 @@ fn answer(result: Result<Value, DockerError>) -> Response {
 /// The running plugin server.
 pub struct DockerPlugin {
     task: JoinHandle<()>,
+    watcher: JoinHandle<()>,
     socket: PathBuf,
 }
 
 impl DockerPlugin {
-    /// Binds `<dir>/<name>.sock` (replacing a stale socket) and serves `driver` on it.
+    /// Binds `<dir>/<name>.sock` (replacing a stale socket), serves `driver` on it and starts
+    /// following the Engine API for it.
     pub fn start(config: &DockerConfig, driver: Driver) -> Result<DockerPlugin, DockerError> {
         let socket = config.socket();
         let io_err = |source| DockerError::Socket {
@@ -85,6 +90,7 @@ impl DockerPlugin {
             Err(e) => return Err(io_err(e)),
         }
         let listener = UnixListener::bind(&socket).map_err(io_err)?;
+        let watcher = super::watch::spawn(config.engine.clone(), driver.clone());
         let app = routes(driver);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -92,7 +98,11 @@ impl DockerPlugin {
             }
         });
         info!(socket = %socket.display(), "serving the Docker network and IPAM driver");
-        Ok(DockerPlugin { task, socket })
+        Ok(DockerPlugin {
+            task,
+            watcher,
+            socket,
+        })
     }
 
     /// The socket it serves.
@@ -102,6 +112,7 @@ impl DockerPlugin {
 
     /// Stops serving and removes the socket.
     pub fn stop(self) {
+        self.watcher.abort();
         self.task.abort();
         if let Err(e) = std::fs::remove_file(&self.socket) {
             warn!("removing {}: {e}", self.socket.display());

@@ -13,14 +13,18 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::server::routes;
+use super::store::{Container, Joined, StateStore};
 use super::{Backend, DockerError, Driver, JoinSpec, Prepared};
 
-/// IPAM and overlay in memory: addresses by owner, attachments, exposed gateways.
+/// IPAM, overlay, DNS and policy in memory: addresses by owner, attachments, exposed gateways,
+/// names by endpoint, joins undone for an earlier run.
 #[derive(Default)]
 struct Fake {
     held: Mutex<BTreeMap<Ipv4Addr, String>>,
     attached: Mutex<Vec<JoinSpec>>,
     exposed: Mutex<Vec<Ipv4Network>>,
+    named: Mutex<BTreeMap<String, (Ipv4Addr, Container)>>,
+    forgotten: Mutex<Vec<Joined>>,
     next: Mutex<u32>,
 }
 
@@ -75,6 +79,7 @@ impl Backend for Fake {
         attached.push(spec);
         Ok(Prepared {
             netns: "/staging".into(),
+            host_ifname: format!("h{ifname}"),
             ifname,
             staging: None,
         })
@@ -87,6 +92,33 @@ impl Backend for Fake {
         if attached.len() == before {
             return Err(DockerError::NotFound("not attached".into()));
         }
+        Ok(())
+    }
+
+    async fn forget(&self, joined: &Joined, address: Ipv4Addr) -> Result<(), DockerError> {
+        self.attached
+            .lock()
+            .expect("lock")
+            .retain(|a| a.ifname != joined.ifname);
+        self.forgotten.lock().expect("lock").push(joined.clone());
+        self.free(&joined.owner, address)
+    }
+
+    async fn name_workload(
+        &self,
+        endpoint: &str,
+        address: Ipv4Addr,
+        container: &Container,
+    ) -> Result<(), DockerError> {
+        self.named
+            .lock()
+            .expect("lock")
+            .insert(endpoint.to_string(), (address, container.clone()));
+        Ok(())
+    }
+
+    async fn unname_workload(&self, endpoint: &str) -> Result<(), DockerError> {
+        self.named.lock().expect("lock").remove(endpoint);
         Ok(())
     }
 
@@ -106,14 +138,20 @@ impl Backend for Fake {
 
 struct Plugin {
     fake: Arc<Fake>,
+    driver: Driver,
     app: axum::Router,
 }
 
 impl Plugin {
     fn new() -> Plugin {
-        let fake = Arc::new(Fake::default());
-        let app = routes(Driver::new(fake.clone()));
-        Plugin { fake, app }
+        Plugin::over(Arc::new(Fake::default()), StateStore::memory())
+    }
+
+    /// A plugin over `fake` whose driver keeps its bookkeeping in `store`.
+    fn over(fake: Arc<Fake>, store: StateStore) -> Plugin {
+        let driver = Driver::load(fake.clone(), store).expect("driver");
+        let app = routes(driver.clone());
+        Plugin { fake, driver, app }
     }
 
     /// POSTs `body` (raw text) to `/<method>` as dockerd does; the status and JSON answer.
@@ -390,4 +428,127 @@ async fn unknown_methods_are_404_with_an_err() {
     let req = Request::get("/a/b").body(Body::empty()).expect("request");
     let resp = p.app.clone().oneshot(req).await.expect("response");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+/// RequestAddress + CreateEndpoint + Join of endpoint `ep` on network n1; its address.
+async fn joined_endpoint(p: &Plugin, pool: &str, ep: &str) -> String {
+    let addr = p
+        .ok(
+            "IpamDriver.RequestAddress",
+            json!({"PoolID": pool, "Address": ""}),
+        )
+        .await;
+    let address = addr["Address"].as_str().expect("Address").to_string();
+    p.ok(
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": "n1", "EndpointID": ep, "Interface": {"Address": address}}),
+    )
+    .await;
+    p.ok(
+        "NetworkDriver.Join",
+        json!({"NetworkID": "n1", "EndpointID": ep, "SandboxKey": "/run/sb"}),
+    )
+    .await;
+    address
+}
+
+fn web() -> Container {
+    Container {
+        id: "c1".into(),
+        name: "web".into(),
+        labels: BTreeMap::from([("app".into(), "web".into())]),
+    }
+}
+
+#[tokio::test]
+async fn a_named_container_loses_its_name_on_leave_or_disconnect() {
+    let p = Plugin::new();
+    let pool = p.network().await;
+    assert!(
+        !p.driver.name_container("e1", web()).await.expect("name"),
+        "an unknown endpoint is not named"
+    );
+    let address = joined_endpoint(&p, &pool, "e1").await;
+    assert!(p.driver.name_container("e1", web()).await.expect("name"));
+    {
+        let named = p.fake.named.lock().expect("lock");
+        let (ip, c) = named.get("e1").expect("e1 named");
+        assert_eq!(format!("{ip}/12"), address);
+        assert_eq!(c, &web());
+    }
+    // A disconnect on another network, or of another container, leaves the name.
+    assert!(!p.driver.unname_container("c1", "n2").await.expect("other"));
+    assert!(!p.driver.unname_container("c9", "n1").await.expect("other"));
+    assert!(p.driver.unname_container("c1", "n1").await.expect("unname"));
+    assert!(p.fake.named.lock().expect("lock").is_empty());
+
+    p.driver.name_container("e1", web()).await.expect("name");
+    let ep = json!({"NetworkID": "n1", "EndpointID": "e1"});
+    p.ok("NetworkDriver.Leave", ep.clone()).await;
+    assert!(
+        p.fake.named.lock().expect("lock").is_empty(),
+        "Leave removes the name"
+    );
+    assert!(
+        !p.driver.name_container("e1", web()).await.expect("name"),
+        "a left endpoint is not named again"
+    );
+    p.ok("NetworkDriver.DeleteEndpoint", ep).await;
+}
+
+#[tokio::test]
+async fn a_restarted_driver_still_releases_what_an_earlier_run_joined() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = Arc::new(Fake::default());
+    let before = Plugin::over(fake.clone(), StateStore::in_dir(dir.path()));
+    let pool = before.network().await;
+    let gateway = before.held()[0];
+    let address = joined_endpoint(&before, &pool, "e1").await;
+    before
+        .driver
+        .name_container("e1", web())
+        .await
+        .expect("name");
+    drop(before);
+
+    // The same router services (IPAM, kernel) with a new driver process: only the file remains.
+    let p = Plugin::over(fake.clone(), StateStore::in_dir(dir.path()));
+    let ep = json!({"NetworkID": "n1", "EndpointID": "e1"});
+    p.ok("NetworkDriver.EndpointOperInfo", ep.clone()).await;
+    p.ok("NetworkDriver.Leave", ep.clone()).await;
+    let forgotten = fake.forgotten.lock().expect("lock").clone();
+    assert_eq!(forgotten.len(), 1, "the earlier run's veth was undone");
+    assert_eq!(forgotten[0].ifname, "vwe1");
+    assert_eq!(forgotten[0].host_ifname, "hvwe1");
+    assert!(fake.attached.lock().expect("lock").is_empty());
+    assert!(fake.named.lock().expect("lock").is_empty(), "name removed");
+    p.ok("NetworkDriver.DeleteEndpoint", ep).await;
+    p.ok(
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool, "Address": address}),
+    )
+    .await;
+    assert_eq!(p.held(), vec![gateway], "the address is free");
+    p.ok("NetworkDriver.DeleteNetwork", json!({"NetworkID": "n1"}))
+        .await;
+    assert!(
+        fake.exposed.lock().expect("lock").is_empty(),
+        "gateway hidden"
+    );
+    p.ok(
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool, "Address": format!("{gateway}/12")}),
+    )
+    .await;
+    assert!(p.held().is_empty(), "the gateway's address is free");
+    p.ok("IpamDriver.ReleasePool", json!({"PoolID": pool}))
+        .await;
+    let again = Plugin::over(fake, StateStore::in_dir(dir.path()));
+    let (status, _) = again
+        .err(
+            "IpamDriver.RequestAddress",
+            &json!({"PoolID": pool, "Address": ""}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the released pool is gone");
 }

@@ -1,6 +1,9 @@
 //! dockerd, unchanged, on two hosts of the netns harness using weft as its network and IPAM
 //! driver (issue 8): `docker network create -d weft --ipam-driver weft`, containers on different
-//! hosts get weft addresses and ping each other, `docker rm` releases the address.
+//! hosts get weft addresses, ping each other by address and by name (weft's DNS, the router
+//! following dockerd's Engine API for names), `docker rm` releases the address and the name,
+//! and after `kill -9` and a restart of the router `docker rm` and `docker network rm` still
+//! free what was made before.
 //! Needs root, docker.io, runc, busybox-static and `cargo build -p weft-router --bins` first.
 //! Each dockerd runs under `nsenter --net` in its own mount namespace with a private data root,
 //! exec root and socket, and its own `/run/docker/plugins` holding only this router's socket
@@ -152,18 +155,64 @@ fn plugin_call(socket: &Path, method: &str, body: &str) -> String {
 }
 
 fn launch(net: &Net, i: usize, peers: &[usize]) -> Router {
-    let plugins = net.dir().join(format!("d{i}")).join("plugins");
-    let plugins = plugins.to_str().expect("utf8").to_string();
+    let dir = net.dir().join(format!("d{i}"));
+    let plugins = dir.join("plugins").to_str().expect("utf8").to_string();
+    let api = format!("unix://{}/docker.sock", dir.display());
     let mut args = vec![
         "--ipalloc-init".to_string(),
         "consensus=2".to_string(),
         "--docker-plugin".to_string(),
         "--docker-plugin-dir".to_string(),
         plugins,
+        "--docker-api".to_string(),
+        api,
     ];
     args.extend(peers.iter().map(|&p| net.host(p).addr().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     net.host(i).spawn_weft(&args).expect("weft")
+}
+
+/// The addresses `weft dns-lookup NAME` prints on router `r` (none when it fails).
+fn lookup(r: &Router, name: &str) -> Vec<String> {
+    r.cli(&["dns-lookup", name])
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first address host `i` holds on bridge `weft` (where its DNS server listens).
+fn bridge_address(net: &Net, i: usize) -> String {
+    let out = net
+        .host(i)
+        .exec(&["ip", "-o", "-4", "addr", "show", "dev", "weft"])
+        .expect("ip addr");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|t| *t != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| {
+            panic!(
+                "no address on the bridge of host {i}: {}",
+                output_text(&out)
+            )
+        })
+        .to_string()
+}
+
+/// The number of veth interfaces in namespace `ns`.
+fn veths(ns: &str) -> usize {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "type", "veth"])
+        .output()
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 #[test]
@@ -229,14 +278,20 @@ fn docker_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
         "a refused call attached something"
     );
 
+    // Each host's DNS server listens on its bridge's first exposed address: the network's
+    // gateway there (dockerd does not show a gateway its IPAM driver chose). Containers are pointed at it with `--dns` (libnetwork's Join answer has no
+    // DNS field); dockerd's embedded resolver forwards the names it does not know to it.
+    let (gw0, gw1) = (bridge_address(&net, 0), bridge_address(&net, 1));
     let run = |d: &Dockerd, name: &str, extra: &[&str]| {
+        let gw = if std::ptr::eq(d, &d0) { &gw0 } else { &gw1 };
         let mut args = vec!["run", "-d", "--name", name, "--network", NETWORK];
+        args.extend_from_slice(&["--dns", gw, "--dns-search", "weft.local"]);
         args.extend_from_slice(extra);
         args.extend_from_slice(&[IMAGE, "sleep", "600"]);
         d.ok(&args)
     };
     run(&d0, "ca", &[]);
-    run(&d1, "cb", &[]);
+    run(&d1, "cb", &["--label", "app=db"]);
     let (a, b) = (container_address(&d0, "ca"), container_address(&d1, "cb"));
     assert!(a.starts_with("10."), "ca got {a:?}");
     assert!(b.starts_with("10."), "cb got {b:?}");
@@ -275,9 +330,31 @@ fn docker_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
     let back = d1.run(&["exec", "cb", "ping", "-c1", "-W2", &a]);
     assert!(back.status.success(), "cb -> ca: {}", output_text(&back));
 
-    // `docker rm` releases the address: another container can claim exactly it.
+    // By name: each router learnt its container's name from dockerd and gossiped it.
+    net.wait_until(CONVERGE, "both names on both routers", || {
+        [&r0, &r1]
+            .iter()
+            .all(|r| lookup(r, "ca") == [a.clone()] && lookup(r, "cb") == [b.clone()])
+    });
+    net.wait_until(CONVERGE, "ca pings cb.weft.local", || {
+        d0.run(&["exec", "ca", "ping", "-c1", "-W1", "cb.weft.local"])
+            .status
+            .success()
+    });
+    let by_name = d1.run(&["exec", "cb", "ping", "-c1", "-W2", "ca"]);
+    assert!(
+        by_name.status.success(),
+        "cb -> ca by name (search weft.local): {}",
+        output_text(&by_name)
+    );
+
+    // `docker rm` releases the address and the name: another container can claim exactly it.
     d0.ok(&["rm", "-f", "ca"]);
     assert!(!r0.cli_ok(&["ps"]).contains(&a), "ca still attached");
+    assert!(lookup(&r0, "ca").is_empty(), "ca's name outlived docker rm");
+    net.wait_until(CONVERGE, "ca's name gone on the other router", || {
+        lookup(&r1, "ca").is_empty()
+    });
     run(&d0, "cc", &["--ip", &a]);
     assert_eq!(container_address(&d0, "cc"), a);
     // And a taken address is refused.
@@ -295,4 +372,37 @@ fn docker_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
         "600",
     ]);
     assert!(!taken.status.success(), "{a} handed out twice");
+
+    // kill -9 and restart the router: what dockerd made before is still undone on `docker rm`
+    // and `docker network rm`, and new containers are still named.
+    r0.kill9().expect("kill -9");
+    r0.restart().expect("restart");
+    let before = veths(net.host(0).ns());
+    d0.ok(&["rm", "-f", "cc"]);
+    assert_eq!(
+        veths(net.host(0).ns()),
+        before - 1,
+        "cc's veth outlived docker rm after the restart"
+    );
+    run(&d0, "ce", &["--ip", &a]);
+    assert_eq!(
+        container_address(&d0, "ce"),
+        a,
+        "cc's address was not freed"
+    );
+    net.wait_until(CONVERGE, "ce named after the restart", || {
+        lookup(&r0, "ce") == [a.clone()]
+    });
+    d0.ok(&["rm", "-f", "ce"]);
+    assert!(lookup(&r0, "ce").is_empty(), "ce's name outlived docker rm");
+    d0.ok(&["network", "rm", NETWORK]);
+    let gw = gw0.clone();
+    let exposed = net
+        .host(0)
+        .exec(&["ip", "-o", "addr", "show", "dev", "weft"]);
+    let exposed = exposed.map(|o| output_text(&o)).unwrap_or_default();
+    assert!(
+        !exposed.contains(&format!("{gw}/")),
+        "the gateway {gw} stayed on the bridge: {exposed}"
+    );
 }
