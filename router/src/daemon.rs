@@ -120,6 +120,10 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
     let policy = start_policy(&args.data_dir, name, mesh.clone(), &overlay).await?;
     let cni = crate::cni::CniService::load(&args.data_dir, ipam.clone(), overlay.clone())
         .context("loading the CNI attachments")?;
+    let tsdb = tsdb
+        .serve(mesh.clone(), name)
+        .await
+        .context("starting the metrics store")?;
     let docker = start_docker(&args, &ipam, &overlay, &dns, &policy)?;
     let stop = Arc::new(Notify::new());
     let state = ApiState {
@@ -135,7 +139,6 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
     };
     let control_task = tokio::spawn(serve_control(control, state.clone()));
     let status_task = tokio::spawn(serve_status(status, state));
-    let tsdb = tsdb.serve();
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

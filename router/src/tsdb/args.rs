@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use clap::{Args, ValueEnum};
-use weft_metrics::tenant::Limits;
+use weft_metrics::tenant::{Limits, TenantId};
+
+use super::export::{HeaderPair, RemoteWriteUrl};
 
 /// Default address of the Prometheus API: TCP 6782 on every interface, as Weave's metrics
 /// endpoint, so that Prometheus servers on other hosts can `remote_write` to it.
@@ -51,6 +53,13 @@ pub struct MetricsArgs {
     /// Longest label value, in bytes.
     #[arg(long, default_value_t = Limits::default().max_label_value_len)]
     pub metrics_max_label_value_length: usize,
+    /// Copies of each series on the metrics ring (fewer when the mesh has fewer routers); writes
+    /// are acknowledged by a majority of them.
+    #[arg(long, default_value_t = weft_metrics::ring::REPLICATION_FACTOR, value_parser = parse_replication)]
+    pub metrics_replication: usize,
+    /// Export settings (`--metrics-remote-write*`).
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 impl MetricsArgs {
@@ -64,6 +73,47 @@ impl MetricsArgs {
             max_label_name_len: self.metrics_max_label_name_length,
             max_label_value_len: self.metrics_max_label_value_length,
         }
+    }
+}
+
+/// `weft launch` flags of the export to external Prometheus-compatible stores.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Forward every sample this router accepts to this remote_write 1.0 URL (Prometheus
+    /// receiver, Mimir, Thanos receive, VictoriaMetrics), with X-Scope-OrgID set to the
+    /// sample's tenant; repeat for several destinations. Plain http:// only.
+    #[arg(long = "metrics-remote-write", value_name = "URL", value_parser = RemoteWriteUrl::parse)]
+    pub urls: Vec<RemoteWriteUrl>,
+    /// Extra header sent to every destination, as NAME=VALUE (e.g. Authorization=Bearer x);
+    /// repeatable.
+    #[arg(long = "metrics-remote-write-header", value_name = "NAME=VALUE", value_parser = HeaderPair::parse)]
+    pub headers: Vec<HeaderPair>,
+    /// Forward only the samples of this tenant; repeatable; all tenants when absent.
+    #[arg(long = "metrics-remote-write-tenant", value_name = "TENANT", value_parser = parse_tenant)]
+    pub tenants: Vec<TenantId>,
+    /// Most samples in one remote_write request.
+    #[arg(long = "metrics-remote-write-batch", value_name = "SAMPLES", default_value_t = 2000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_samples: u32,
+    /// Most bytes queued on disk per destination; the oldest queued samples are dropped (and
+    /// counted) beyond it.
+    #[arg(long = "metrics-remote-write-queue-bytes", value_name = "BYTES", default_value_t = 256 << 20,
+          value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub queue_bytes: u64,
+}
+
+/// Parses `--metrics-remote-write-tenant`.
+fn parse_tenant(s: &str) -> Result<TenantId, String> {
+    TenantId::new(s).map_err(|e| format!("{s:?} is not a tenant name: {e}"))
+}
+
+/// Parses `--metrics-replication`: 1 to 16 copies.
+fn parse_replication(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=16) => Ok(n),
+        _ => Err(format!(
+            "{s:?}: the replication factor is a number from 1 to 16"
+        )),
     }
 }
 

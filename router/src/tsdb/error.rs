@@ -24,6 +24,9 @@ pub enum TsdbError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The export queues (`--metrics-remote-write`) could not be opened.
+    #[error(transparent)]
+    Export(#[from] super::export::ExportError),
     /// A background task of the store panicked or was cancelled.
     #[error("metrics store task failed: {0}")]
     Task(String),
