@@ -22,6 +22,7 @@ mod links;
 mod names;
 mod net;
 mod prereq;
+mod prometheus;
 mod report;
 mod router;
 mod traffic;
@@ -33,7 +34,10 @@ pub use image::busybox_image;
 pub use names::list_netns;
 pub use net::Net;
 pub use prereq::weft_binary;
+pub use prometheus::Prometheus;
 pub use report::{Connection, Peer, Report};
 pub use router::{Router, full_mesh, output_text};
-pub use traffic::{pings, tcp_transfer_arrives_intact};
+pub use traffic::{
+    arp_resolves_to, every_pair_pings, multicast_reaches, pings, tcp_transfer_arrives_intact,
+};
 pub use wait::poll_until;

@@ -5,11 +5,11 @@
 
 use std::net::Ipv4Addr;
 use std::process::Output;
-use std::thread;
 use std::time::Duration;
 
 use weft_netns_tests::{
-    Net, Router, Workload, full_mesh, output_text, pings, tcp_transfer_arrives_intact,
+    Net, Router, Workload, arp_resolves_to, every_pair_pings, full_mesh, multicast_reaches,
+    output_text, pings, tcp_transfer_arrives_intact,
 };
 
 /// Time a fresh mesh of a few routers gets to converge.
@@ -97,38 +97,11 @@ fn three_hosts_two_workloads_each() {
         );
     }
 
-    // Every pair pings (the first exchange may wait for ARP).
-    for (a, wa) in workloads.iter().enumerate() {
-        for b in 0..workloads.len() {
-            if a != b {
-                let ip = overlay_ip(b as u8 + 1);
-                net.wait_until(
-                    Duration::from_secs(10),
-                    &format!("w{a} pinging {ip}"),
-                    || pings(wa, ip),
-                );
-            }
-        }
-    }
-
-    // ARP resolved across hosts to the MAC `weft ps` reports on the remote host.
-    let ps2 = routers[2].cli_ok(&["ps"]);
-    let w4_mac = ps2
-        .lines()
-        .find(|l| l.starts_with("w4 "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("w4 in ps of h2:\n{ps2}"))
-        .to_string();
-    assert!(ps2.contains("10.32.0.5/12"), "{ps2}");
-    let neigh = output_text(
-        &workloads[0]
-            .exec(&["ip", "neigh", "show", "10.32.0.5"])
-            .expect("neigh"),
-    );
-    assert!(
-        neigh.contains(&w4_mac),
-        "w0's ARP entry for w4 should hold {w4_mac}: {neigh}"
-    );
+    // Every pair pings (the first exchange may wait for ARP), and ARP resolved across hosts to
+    // the MAC `weft ps` reports on the remote host.
+    every_pair_pings(&net, &workloads, |k| overlay_ip(k as u8 + 1));
+    assert!(routers[2].cli_ok(&["ps"]).contains("10.32.0.5/12"));
+    arp_resolves_to(&workloads[0], overlay_ip(5), &routers[2], "w4");
 
     // MTU: a full-size packet crosses hosts, one byte more is refused with "message too long"
     // instead of vanishing.
@@ -171,7 +144,7 @@ fn three_hosts_two_workloads_each() {
         output_text(&too_big)
     );
 
-    multicast_crosses_hosts(&workloads[5], &workloads[0], &workloads[2]);
+    multicast_reaches(&workloads[0], &[&workloads[5], &workloads[2]]);
     tcp_transfer_arrives_intact(&workloads[4], overlay_ip(5), &workloads[1]);
 
     // expose / hide: the host itself joins the overlay.
@@ -206,47 +179,6 @@ fn three_hosts_two_workloads_each() {
     assert_eq!(workload_links(&workloads[3]), vec!["lo"]);
     assert!(!routers[1].cli_ok(&["ps"]).contains("w3 "));
     assert!(!pings(&workloads[0], overlay_ip(4)));
-}
-
-/// Workload `rx` joins a group; `tx` sends to it from another host; `also` on a third host
-/// joins too. Both receivers must get the datagrams.
-fn multicast_crosses_hosts(rx: &Workload, tx: &Workload, also: &Workload) {
-    const RECEIVE: &str = r#"
-import socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("", 5007))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-             struct.pack("4s4s", socket.inet_aton("239.7.7.7"), socket.inet_aton("0.0.0.0")))
-s.settimeout(15)
-print(s.recvfrom(100)[0].decode(), flush=True)
-"#;
-    const SEND: &str = r#"
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
-for _ in range(20):
-    s.sendto(b"hello-group", ("239.7.7.7", 5007))
-    time.sleep(0.25)
-"#;
-    thread::scope(|scope| {
-        let receivers: Vec<_> = [rx, also]
-            .into_iter()
-            .map(|w| scope.spawn(move || w.exec(&["python3", "-c", RECEIVE]).expect("receiver")))
-            .collect();
-        thread::sleep(Duration::from_secs(1));
-        let sent = tx.exec(&["python3", "-c", SEND]).expect("sender");
-        assert!(sent.status.success(), "sender: {}", output_text(&sent));
-        for (r, w) in receivers.into_iter().zip([rx, also]) {
-            let out = r.join().expect("receiver thread");
-            assert!(
-                out.status.success() && output_text(&out).contains("hello-group"),
-                "{} did not receive the group's datagram: {}",
-                w.name(),
-                output_text(&out)
-            );
-        }
-    });
 }
 
 /// The FDB follows the mesh: a peer that stops loses its entry everywhere, and regains it when

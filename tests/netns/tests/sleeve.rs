@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use weft_netns_tests::{
-    Net, Router, Workload, full_mesh, output_text, pings, tcp_transfer_arrives_intact,
+    Net, Router, Workload, arp_resolves_to, every_pair_pings, full_mesh, multicast_reaches,
+    output_text, pings, tcp_transfer_arrives_intact,
 };
 
 /// Time a fresh mesh of a few routers gets to converge.
@@ -125,21 +126,6 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
-fn every_pair_pings(net: &Net, workloads: &[Workload]) {
-    for (a, wa) in workloads.iter().enumerate() {
-        for b in 0..workloads.len() {
-            if a != b {
-                let ip = overlay_ip(b as u8 + 1);
-                net.wait_until(
-                    Duration::from_secs(10),
-                    &format!("w{a} pinging {ip}"),
-                    || pings(wa, ip),
-                );
-            }
-        }
-    }
-}
-
 /// With a password: 3 hosts × 2 workloads over the encrypted sleeve only (no VXLAN device);
 /// every pair pings, 100 MiB arrive intact, the underlay shows no plaintext, garbage datagrams
 /// on UDP 6783 are dropped and counted, and a restarted router's workloads reconnect.
@@ -159,7 +145,7 @@ fn encrypted_sleeve_three_hosts() {
     for (k, w) in workloads.iter().enumerate() {
         attach(&routers[k / 2], w, overlay_ip(k as u8 + 1));
     }
-    every_pair_pings(&net, &workloads);
+    every_pair_pings(&net, &workloads, |k| overlay_ip(k as u8 + 1));
 
     for (i, r) in routers.iter().enumerate() {
         for j in (0..3).filter(|&j| j != i) {
@@ -235,6 +221,90 @@ for i in range(500):
     }
 }
 
+/// Without a password and with UDP 6784 dropped between every pair of hosts: every peer moves
+/// to the unencrypted sleeve, and 3 hosts × 2 workloads talk over it as over one switch (every
+/// pair pings, ARP resolves across hosts, a multicast group receives across hosts, 100 MiB arrive
+/// intact); a restarted router's workloads reconnect over the sleeve.
+#[test]
+fn unencrypted_sleeve_three_hosts() {
+    let net = Net::new(3).expect("net");
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        net.block_udp_port(a, b, 6784).expect("block 6784");
+    }
+    let routers = [
+        net.launch(0, &[], &[]),
+        net.launch(1, &[0], &[]),
+        net.launch(2, &[0, 1], &[]),
+    ];
+    net.wait_until(CONVERGE, "a full mesh of 3", || full_mesh(&routers));
+    let addrs: Vec<Ipv4Addr> = (0..3).map(|i| net.host(i).addr()).collect();
+    let on_sleeve = |i: usize| {
+        (0..3)
+            .filter(|&j| j != i)
+            .all(|j| path_to(&routers[i], addrs[j]) == "sleeve")
+    };
+    net.wait_until(CONVERGE, "every peer on the sleeve", || {
+        (0..3).all(on_sleeve)
+    });
+    for (i, r) in routers.iter().enumerate() {
+        for j in (0..3).filter(|&j| j != i) {
+            let line = connection_line(r, addrs[j]);
+            assert!(
+                line.contains(" sleeve ") && line.contains(" unencrypted "),
+                "h{i} -> h{j}: {line}"
+            );
+        }
+    }
+    let workloads: Vec<Workload> = (0..6)
+        .map(|k| net.add_workload(k / 2, &format!("w{k}")).expect("workload"))
+        .collect();
+    for (k, w) in workloads.iter().enumerate() {
+        attach(&routers[k / 2], w, overlay_ip(k as u8 + 1));
+    }
+    every_pair_pings(&net, &workloads, |k| overlay_ip(k as u8 + 1));
+    arp_resolves_to(&workloads[0], overlay_ip(5), &routers[2], "w4");
+    arp_resolves_to(&workloads[5], overlay_ip(3), &routers[1], "w2");
+    multicast_reaches(&workloads[0], &[&workloads[5], &workloads[2]]);
+    let frames_before: u64 = routers.iter().map(rx_frames).sum();
+    tcp_transfer_arrives_intact(&workloads[4], overlay_ip(5), &workloads[1]);
+    // 100 MiB cannot cross in fewer than 1600 frames of at most 64 KiB (TCP segments leave the
+    // TAP port unsplit).
+    let carried = routers.iter().map(rx_frames).sum::<u64>() - frames_before;
+    assert!(
+        carried >= 1600,
+        "only {carried} frames crossed the sleeve: the transfer went another way"
+    );
+    assert!(
+        (0..3).all(on_sleeve),
+        "a peer left the sleeve while UDP 6784 was blocked"
+    );
+
+    routers[1].kill9().expect("kill h1");
+    routers[1].restart().expect("restart h1");
+    net.wait_until(CONVERGE, "the mesh after the restart", || {
+        full_mesh(&routers)
+    });
+    net.wait_until(CONVERGE, "every peer on the sleeve again", || {
+        (0..3).all(on_sleeve)
+    });
+    for (a, b) in [(0usize, 2u8), (2, 0), (3, 4), (5, 3)] {
+        let ip = overlay_ip(b + 1);
+        net.wait_until(
+            Duration::from_secs(15),
+            &format!("w{a} pinging {ip} after h1 restarted"),
+            || pings(&workloads[a], ip),
+        );
+    }
+}
+
+/// Frames the router's sleeve received from peers, from `weft report`.
+fn rx_frames(router: &Router) -> u64 {
+    let report = router.report().expect("report");
+    report.raw()["data_path"]["sleeve"]["rx_frames"]
+        .as_u64()
+        .expect("data_path.sleeve.rx_frames in the report")
+}
+
 /// Without a password: peers use VXLAN; blocking UDP 6784 between h0 and h1 moves their
 /// traffic to the (unencrypted) sleeve within 5 s, h2 stays on VXLAN, and unblocking brings it
 /// back. A capture proves which port carried the traffic.
@@ -259,7 +329,7 @@ fn fallback_to_the_sleeve_and_back() {
             .iter()
             .all(|&(i, ip)| path_to(&routers[i], ip) == "fastdp")
     });
-    every_pair_pings(&net, &workloads);
+    every_pair_pings(&net, &workloads, |k| overlay_ip(k as u8 + 1));
     let line = connection_line(&routers[0], h1);
     assert!(
         line.contains(" unencrypted ") && line.contains("mtu=1450"),
