@@ -10,6 +10,9 @@ pub enum SleeveError {
     /// The datagram carried less than an Ethernet header.
     #[error("carried frame of {0} bytes is shorter than an Ethernet header")]
     ShortFrame(usize),
+    /// The frame's offload header asks for something the TAP port must not be given.
+    #[error("offload header with flags {0:#04x} and segmentation type {1:#04x} refused")]
+    BadOffload(u8, u8),
     /// Not a sleeve data frame of this version.
     #[error("unknown sleeve frame type {0:#04x}")]
     UnknownType(u8),

@@ -2,7 +2,8 @@
 //! per-direction ChaCha20-Poly1305 keys from the mesh handshake's sleeve key material
 //! ([`keys`]), the datagram header ([`frame`]), the replay window ([`replay`]), a
 //! [`session::Session`] that seals and opens datagrams and rekeys before its nonces run out,
-//! the datagram framing with and without a password ([`codec`]) and the forwarding decision
+//! the datagram framing with and without a password ([`codec`]), the TAP port's offload header
+//! ([`vnet`]) and the forwarding decision
 //! ([`forward`]) — and its IO: the TAP port ([`tap`]), batched UDP ([`udp`]), the state shared by
 //! the worker threads ([`peers`]) and the threads themselves ([`service`]).
 
@@ -17,6 +18,7 @@ pub mod service;
 pub mod session;
 pub mod tap;
 pub mod udp;
+pub mod vnet;
 
 pub use error::{SleeveError, StartError};
 pub use service::{Sleeve, SleeveConfig, SleevePeer};

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::codec::Codec;
+use super::error::SleeveError;
 use super::forward::MacTable;
 use crate::mesh::{ConnId, PeerName};
 
@@ -29,6 +30,21 @@ impl PeerEntry {
     /// Runs `f` with the peer's codec.
     pub fn with_codec<T>(&self, f: impl FnOnce(&mut Codec) -> T) -> T {
         f(&mut self.codec.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Appends the datagram carrying `frame` to `out`, holding the codec only to take a nonce,
+    /// so several threads seal for one peer at once.
+    pub fn encode(&self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), SleeveError> {
+        self.with_codec(Codec::encoder)?.encode(frame, out)
+    }
+
+    /// The TAP packet carried by `datagram`, holding the codec only to check and then record
+    /// the header, so opening does not hold up the peer's senders.
+    pub fn decode(&self, datagram: &[u8]) -> Result<Vec<u8>, SleeveError> {
+        let decoder = self.with_codec(|c| c.decoder(datagram))?;
+        let frame = decoder.decode(datagram)?;
+        self.with_codec(|c| c.accept(decoder))?;
+        Ok(frame)
     }
 
     /// Whether flooded frames reach this peer through the sleeve (else through VXLAN).

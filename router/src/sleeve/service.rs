@@ -1,5 +1,6 @@
 //! The sleeve's threads: each worker owns one TAP queue and one UDP socket on port 6783. Its
-//! sending thread reads frames from the TAP queue, picks their peers ([`super::forward`]),
+//! sending thread reads packets (offload header and frame, TCP in segments of up to 64 KiB)
+//! from the TAP queue, picks their peers ([`super::forward`]),
 //! frames or seals them ([`super::codec`]) and sends them with `sendmmsg`; its receiving thread
 //! takes datagrams with `recvmmsg`, opens them, learns the source MAC and writes the frame to the
 //! TAP queue. Anything that does not open is dropped and counted, never fatal.
@@ -21,6 +22,7 @@ use super::peers::{CounterSnapshot, Counters, PeerEntry, Shared};
 use super::session::{Session, SessionConfig};
 use super::tap;
 use super::udp::{self, RecvBatch};
+use super::vnet;
 use crate::mesh::{ConnId, PeerName};
 
 /// Frames read from the TAP port per `sendmmsg`.
@@ -29,6 +31,9 @@ const TX_BATCH: usize = 64;
 const RX_BATCH: usize = 64;
 /// Most worker threads pairs started, whatever the core count.
 const MAX_WORKERS: usize = 4;
+/// Largest packet read from the TAP port: offload header, Ethernet and VLAN headers and a
+/// 64 KiB IP packet.
+const MAX_PACKET: usize = vnet::VNET_HDR_LEN + 18 + 65_535;
 
 /// What the sleeve is started with.
 #[derive(Debug, Clone, Copy)]
@@ -184,7 +189,13 @@ impl Outbox {
         let (addr, buf) = &mut self.items[self.used];
         *addr = peer.addr;
         buf.clear();
-        match peer.with_codec(|c| c.encode(frame, buf)) {
+        match peer.encode(frame, buf) {
+            // A super-segment too large for one datagram is dropped; the TAP port's and the
+            // workloads' GSO limits keep TCP's segments below this.
+            Ok(()) if buf.len() > udp::MAX_PAYLOAD => {
+                debug!(peer = %peer.name, len = buf.len(), "datagram too large, dropped");
+                Counters::bump(&counters.errors);
+            }
             Ok(()) => {
                 self.used += 1;
                 Counters::bump(&counters.tx_frames);
@@ -198,7 +209,7 @@ impl Outbox {
 }
 
 fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
-    let mut frame = vec![0u8; udp::MAX_DATAGRAM];
+    let mut packet = vec![0u8; MAX_PACKET];
     let mut out = Outbox {
         items: Vec::new(),
         used: 0,
@@ -209,7 +220,7 @@ fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
         }
         out.used = 0;
         for _ in 0..TX_BATCH {
-            let n = match (&*tap).read(&mut frame) {
+            let n = match (&*tap).read(&mut packet) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -218,8 +229,8 @@ fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
                     break;
                 }
             };
-            let frame = &frame[..n];
-            match shared.with_macs(|t| t.destination(frame)) {
+            let frame = &packet[..n];
+            match shared.with_macs(|t| t.destination(vnet::frame(frame))) {
                 // A peer back on the fast path gets its frames through VXLAN; the bridge
                 // relearns there once the overlay flushed its entries on this port.
                 Destination::Peer(p) => {
@@ -260,7 +271,7 @@ fn rx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
                 Counters::bump(&shared.counters.garbage);
                 continue;
             };
-            let frame = match peer.with_codec(|c| c.decode(datagram)) {
+            let frame = match peer.decode(datagram) {
                 Ok(f) => f,
                 Err(e) => {
                     debug!(peer = %peer.name, "dropped datagram: {e}");
@@ -268,7 +279,7 @@ fn rx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
                     continue;
                 }
             };
-            if let Some(mac) = src_mac(&frame) {
+            if let Some(mac) = src_mac(vnet::frame(&frame)) {
                 shared.learn(mac, peer.name);
             }
             // A TAP write takes the whole frame or fails.

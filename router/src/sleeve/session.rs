@@ -4,6 +4,8 @@
 //! receiver follows when it sees the next epoch authenticate, and keeps the previous epoch for
 //! datagrams still in flight.
 
+use std::borrow::Cow;
+
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key as AeadKey, Nonce, Tag};
 
@@ -29,6 +31,7 @@ impl Default for SessionConfig {
     }
 }
 
+#[derive(Clone)]
 struct Epoch {
     number: u8,
     cipher: ChaCha20Poly1305,
@@ -83,8 +86,10 @@ impl Session {
         }
     }
 
-    /// Seals `payload` into a datagram appended to `out`.
-    pub fn seal(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SleeveError> {
+    /// Takes the next nonce of the sending direction (moving to the next key when this one is
+    /// used up) and returns what seals one datagram with it, so the sealing itself can run
+    /// without holding the session.
+    pub fn sealer(&mut self) -> Result<Sealer, SleeveError> {
         if self.send_counter >= self.config.rekey_after {
             if self.sealed_epochs + 1 >= MAX_EPOCHS {
                 return Err(SleeveError::Exhausted);
@@ -97,74 +102,136 @@ impl Session {
             epoch: self.send.number,
             counter: self.send_counter,
         };
-        let head = header.encode();
-        let start = out.len();
-        out.extend_from_slice(&head);
-        out.extend_from_slice(payload);
-        let tag = self
-            .send
-            .cipher
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&header.nonce()),
-                &head,
-                &mut out[start + HEADER_LEN..],
-            )
-            .map_err(|_| SleeveError::Auth)?;
-        out.extend_from_slice(&tag);
         self.send_counter += 1;
-        Ok(())
+        Ok(Sealer {
+            header,
+            cipher: self.send.cipher.clone(),
+        })
+    }
+
+    /// Seals `payload` into a datagram appended to `out`.
+    pub fn seal(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SleeveError> {
+        self.sealer()?.seal(payload, out)
+    }
+
+    /// Checks a datagram's header against the receiving side (usable epoch, not replayed) and
+    /// returns what opens it, so the opening itself can run without holding the session; once
+    /// it opened, [`Session::accept`] records it.
+    pub fn opener(&self, datagram: &[u8]) -> Result<Opener, SleeveError> {
+        let (header, _) = Header::decode(datagram)?;
+        let current = self.recv.number;
+        let epoch = if header.epoch == current {
+            Cow::Borrowed(&self.recv)
+        } else if let Some(prev) = self.recv_prev.as_ref().filter(|p| p.number == header.epoch) {
+            Cow::Borrowed(prev)
+        } else if header.epoch == current.wrapping_add(1) {
+            Cow::Owned(self.recv.next())
+        } else {
+            return Err(SleeveError::StaleEpoch {
+                got: header.epoch,
+                current,
+            });
+        };
+        if !epoch.window.check(header.counter) {
+            return Err(SleeveError::Replay(header.counter));
+        }
+        Ok(Opener {
+            header,
+            cipher: epoch.cipher.clone(),
+            next: match epoch {
+                Cow::Owned(next) => Some(Box::new(next)),
+                Cow::Borrowed(_) => None,
+            },
+        })
+    }
+
+    /// Records a datagram that `opener` opened: marks its counter seen, and moves to the next
+    /// epoch when it was the first of it. Fails, changing nothing, when the datagram was
+    /// accepted meanwhile (a replay) or its epoch is no longer held.
+    pub fn accept(&mut self, opener: Opener) -> Result<(), SleeveError> {
+        let Opener { header, next, .. } = opener;
+        let current = self.recv.number;
+        let epoch = if header.epoch == current {
+            &mut self.recv
+        } else if let Some(prev) = self.recv_prev.as_mut().filter(|p| p.number == header.epoch) {
+            prev
+        } else if let Some(next) = next.filter(|_| header.epoch == current.wrapping_add(1)) {
+            let old = std::mem::replace(&mut self.recv, *next);
+            self.recv_prev = Some(old);
+            &mut self.recv
+        } else {
+            return Err(SleeveError::StaleEpoch {
+                got: header.epoch,
+                current,
+            });
+        };
+        if epoch.window.mark(header.counter) {
+            Ok(())
+        } else {
+            Err(SleeveError::Replay(header.counter))
+        }
     }
 
     /// Opens a datagram, returning its payload. Replays, forgeries and datagrams of unusable
     /// epochs are refused without changing the session.
     pub fn open(&mut self, datagram: &[u8]) -> Result<Vec<u8>, SleeveError> {
-        let (header, sealed) = Header::decode(datagram)?;
-        let aad = &datagram[..HEADER_LEN];
-        let current = self.recv.number;
-        if header.epoch == current {
-            return open_in(&mut self.recv, header, aad, sealed);
-        }
-        if let Some(prev) = self.recv_prev.as_mut()
-            && header.epoch == prev.number
-        {
-            return open_in(prev, header, aad, sealed);
-        }
-        if header.epoch == current.wrapping_add(1) {
-            let mut next = self.recv.next();
-            let payload = open_in(&mut next, header, aad, sealed)?;
-            let old = std::mem::replace(&mut self.recv, next);
-            self.recv_prev = Some(old);
-            return Ok(payload);
-        }
-        Err(SleeveError::StaleEpoch {
-            got: header.epoch,
-            current,
-        })
+        let opener = self.opener(datagram)?;
+        let payload = opener.open(datagram)?;
+        self.accept(opener)?;
+        Ok(payload)
     }
 }
 
-fn open_in(
-    epoch: &mut Epoch,
+/// Seals one datagram under a nonce taken from a [`Session`].
+pub struct Sealer {
     header: Header,
-    aad: &[u8],
-    sealed: &[u8],
-) -> Result<Vec<u8>, SleeveError> {
-    if !epoch.window.check(header.counter) {
-        return Err(SleeveError::Replay(header.counter));
+    cipher: ChaCha20Poly1305,
+}
+
+impl Sealer {
+    /// Seals `payload` into a datagram appended to `out`.
+    pub fn seal(self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SleeveError> {
+        let head = self.header.encode();
+        let start = out.len();
+        out.extend_from_slice(&head);
+        out.extend_from_slice(payload);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&self.header.nonce()),
+                &head,
+                &mut out[start + HEADER_LEN..],
+            )
+            .map_err(|_| SleeveError::Auth)?;
+        out.extend_from_slice(&tag);
+        Ok(())
     }
-    let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-    let mut payload = body.to_vec();
-    epoch
-        .cipher
-        .decrypt_in_place_detached(
-            Nonce::from_slice(&header.nonce()),
-            aad,
-            &mut payload,
-            Tag::from_slice(tag),
-        )
-        .map_err(|_| SleeveError::Auth)?;
-    epoch.window.mark(header.counter);
-    Ok(payload)
+}
+
+/// Opens one datagram whose header a [`Session`] accepted; see [`Session::opener`].
+pub struct Opener {
+    header: Header,
+    cipher: ChaCha20Poly1305,
+    /// The receiving side's next epoch, when the datagram is its first.
+    next: Option<Box<Epoch>>,
+}
+
+impl Opener {
+    /// The payload of `datagram` (the one given to [`Session::opener`]), if it authenticates.
+    pub fn open(&self, datagram: &[u8]) -> Result<Vec<u8>, SleeveError> {
+        let (_, sealed) = Header::decode(datagram)?;
+        let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+        let mut payload = body.to_vec();
+        self.cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&self.header.nonce()),
+                &datagram[..HEADER_LEN],
+                &mut payload,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| SleeveError::Auth)?;
+        Ok(payload)
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +285,44 @@ mod tests {
         let mut header_changed = seal(&mut a, b"z");
         header_changed[9] ^= 1;
         assert_eq!(b.open(&header_changed), Err(SleeveError::Auth));
+    }
+
+    #[test]
+    fn sealing_and_opening_outside_the_session_keep_nonces_unique_and_replays_out() {
+        let (mut a, mut b) = pair(2);
+        // Nonces are taken in order, the sealing may happen in any order.
+        let (s0, s1, s2) = (
+            a.sealer().unwrap(),
+            a.sealer().unwrap(),
+            a.sealer().unwrap(),
+        );
+        let mut d2 = Vec::new();
+        s2.seal(b"two", &mut d2).unwrap();
+        let mut d0 = Vec::new();
+        s0.seal(b"zero", &mut d0).unwrap();
+        let mut d1 = Vec::new();
+        s1.seal(b"one", &mut d1).unwrap();
+        assert_eq!((d0[1], d1[1], d2[1]), (0, 0, 1), "epochs");
+        // Two threads open the same datagram at once: only the first to record it wins.
+        let (o1, o2) = (b.opener(&d2).unwrap(), b.opener(&d2).unwrap());
+        assert_eq!(o1.open(&d2).unwrap(), b"two");
+        assert_eq!(o2.open(&d2).unwrap(), b"two");
+        b.accept(o1).unwrap();
+        assert_eq!(b.accept(o2), Err(SleeveError::Replay(0)));
+        // The first datagram of epoch 1 moved the receiver on; epoch 0 is still held.
+        assert_eq!(b.open(&d0).unwrap(), b"zero");
+        assert_eq!(b.open(&d1).unwrap(), b"one");
+        assert_eq!(b.open(&d1), Err(SleeveError::Replay(1)));
+        // A forged datagram yields an opener but never opens, and records nothing.
+        let mut forged = d1.clone();
+        forged[12] ^= 1;
+        assert_eq!(b.opener(&forged).map(|_| ()), Err(SleeveError::Replay(1)));
+        let mut d3 = Vec::new();
+        a.seal(b"three", &mut d3).unwrap();
+        let mut bad = d3.clone();
+        bad[12] ^= 1;
+        assert_eq!(b.opener(&bad).unwrap().open(&bad), Err(SleeveError::Auth));
+        assert_eq!(b.open(&d3).unwrap(), b"three");
     }
 
     #[test]

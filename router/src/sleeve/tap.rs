@@ -1,5 +1,8 @@
-//! The sleeve's TAP port: a multi-queue TAP device (`IFF_TAP | IFF_NO_PI`), one non-blocking
-//! queue per worker thread. The device lives as long as its queues are open.
+//! The sleeve's TAP port: a multi-queue TAP device (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`), one
+//! non-blocking queue per worker thread. Its checksum and TCP segmentation offloads are on, so
+//! every packet read or written starts with a little-endian virtio-net header
+//! ([`super::vnet`]) and TCP comes out in segments of up to 64 KiB. The device lives as long as
+//! its queues are open.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd};
@@ -12,7 +15,26 @@ pub const TAP: &str = "weft-sleeve";
 
 /// Opens `queues` queues of the TAP device [`TAP`], creating it.
 pub fn open_queues(queues: usize) -> Result<Vec<File>, StartError> {
-    (0..queues.max(1)).map(|_| open_queue()).collect()
+    let files: Vec<File> = (0..queues.max(1))
+        .map(|_| open_queue())
+        .collect::<Result<_, _>>()?;
+    if let Some(first) = files.first() {
+        let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+        // SAFETY: TUNSETOFFLOAD takes its argument by value.
+        let rc = unsafe {
+            libc::ioctl(
+                first.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                libc::c_ulong::from(offloads),
+            )
+        };
+        if rc < 0 {
+            return Err(StartError::last_os(format!(
+                "turning on the offloads of {TAP}"
+            )));
+        }
+    }
+    Ok(files)
 }
 
 fn open_queue() -> Result<File, StartError> {
@@ -29,12 +51,21 @@ fn open_queue() -> Result<File, StartError> {
     for (dst, src) in req.ifr_name.iter_mut().zip(TAP.bytes()) {
         *dst = src as libc::c_char;
     }
-    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as i16;
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | libc::IFF_VNET_HDR) as i16;
     // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
     if rc < 0 {
         return Err(StartError::last_os(format!(
             "creating the TAP device {TAP}"
+        )));
+    }
+    let little_endian: libc::c_int = 1;
+    // SAFETY: TUNSETVNETLE reads one c_int.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETVNETLE, &little_endian) };
+    if rc < 0 {
+        return Err(StartError::last_os(format!(
+            "making {TAP}'s offload headers little-endian"
         )));
     }
     Ok(file)

@@ -13,6 +13,9 @@ use super::error::StartError;
 pub const SLEEVE_PORT: u16 = 6783;
 /// Largest datagram received.
 pub const MAX_DATAGRAM: usize = 65_536;
+/// Largest UDP payload over IPv4 (a 64 KiB IP packet less the IP and UDP headers). Sleeve
+/// datagrams larger than the path MTU are fragmented by the kernel.
+pub const MAX_PAYLOAD: usize = 65_535 - 20 - 8;
 /// Socket buffer size asked for.
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -24,30 +27,66 @@ pub fn bind(port: u16) -> Result<UdpSocket, StartError> {
         .map_err(StartError::io("creating the sleeve UDP socket"))?;
     sock.set_reuse_port(true)
         .map_err(StartError::io("setting SO_REUSEPORT on the sleeve socket"))?;
-    // Best effort: the kernel caps these at its limits.
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
-    let dont: libc::c_int = libc::IP_PMTUDISC_DONT;
-    // SAFETY: IP_MTU_DISCOVER takes one c_int.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&dont as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
+    // Best effort: the forced sizes need CAP_NET_ADMIN; without it the kernel caps the asked
+    // sizes at its limits.
+    for (forced, capped) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if set_int(
+            &sock,
+            libc::SOL_SOCKET,
+            forced,
+            SOCKET_BUFFER as libc::c_int,
         )
-    };
-    if rc < 0 {
-        return Err(StartError::last_os(
-            "allowing fragmentation on the sleeve socket",
-        ));
+        .is_err()
+        {
+            let _ = set_int(
+                &sock,
+                libc::SOL_SOCKET,
+                capped,
+                SOCKET_BUFFER as libc::c_int,
+            );
+        }
     }
+    set_int(
+        &sock,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DONT,
+    )
+    .map_err(StartError::io(
+        "allowing fragmentation on the sleeve socket",
+    ))?;
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
     sock.bind(&addr.into()).map_err(StartError::io(format!(
         "binding UDP port {port} for the sleeve"
     )))?;
     Ok(sock.into())
+}
+
+/// Sets an integer socket option.
+fn set_int(
+    sock: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option reads one c_int, which `value` is.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Buffers for one `recvmmsg` call.
