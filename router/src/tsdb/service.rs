@@ -233,7 +233,7 @@ mod tests {
     }
 
     /// A mesh of this router alone (on a loopback port), for the replicated store.
-    fn mesh() -> (crate::mesh::driver::MeshHandle, PeerName) {
+    fn mesh() -> (MeshHandle, PeerName) {
         let name = PeerName(0x02_00_00_00_00_01);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("mesh port");
         listener.set_nonblocking(true).expect("nonblocking");

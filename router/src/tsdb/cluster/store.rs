@@ -258,7 +258,7 @@ impl Shared {
         let limits = Limits {
             ingestion_rate: self.config.limits.ingestion_rate / routers,
             ingestion_burst: self.config.limits.ingestion_burst / routers,
-            ..self.config.limits.clone()
+            ..self.config.limits
         };
         let mut limiters = lock(&self.limiters);
         let limiter = limiters

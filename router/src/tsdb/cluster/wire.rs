@@ -243,7 +243,7 @@ fn labels_to_wire(l: &Labels) -> Vec<String> {
 
 /// Decodes and validates a series: labels sorted and unique, samples paired and in order.
 pub(crate) fn series_from_wire(w: WireSeries) -> Result<Series, WireError> {
-    if w.labels.len() % 2 != 0 {
+    if !w.labels.len().is_multiple_of(2) {
         return Err(WireError::Invalid("odd number of label strings".into()));
     }
     if w.timestamps.len() != w.values.len() {
@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn requests_round_trip_with_matchers_and_samples() {
-        let m = vec![
+        let m = [
             Matcher::equal("__name__", "up"),
             Matcher::regex("job", "a|b").expect("regex"),
             Matcher::not_regex("x", ".+").expect("regex"),
