@@ -53,10 +53,6 @@ pub struct MetricsArgs {
     /// Longest label value, in bytes.
     #[arg(long, default_value_t = Limits::default().max_label_value_len)]
     pub metrics_max_label_value_length: usize,
-    /// Copies of each series on the metrics ring (fewer when the mesh has fewer routers); writes
-    /// are acknowledged by a majority of them.
-    #[arg(long, default_value_t = weft_metrics::ring::REPLICATION_FACTOR, value_parser = parse_replication)]
-    pub metrics_replication: usize,
     /// Export settings (`--metrics-remote-write*`).
     #[command(flatten)]
     pub export: ExportArgs,
@@ -105,16 +101,6 @@ pub struct ExportArgs {
 /// Parses `--metrics-remote-write-tenant`.
 fn parse_tenant(s: &str) -> Result<TenantId, String> {
     TenantId::new(s).map_err(|e| format!("{s:?} is not a tenant name: {e}"))
-}
-
-/// Parses `--metrics-replication`: 1 to 16 copies.
-fn parse_replication(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n @ 1..=16) => Ok(n),
-        _ => Err(format!(
-            "{s:?}: the replication factor is a number from 1 to 16"
-        )),
-    }
 }
 
 /// A retention period in milliseconds (a newtype so clap keeps the parsed value).
@@ -204,6 +190,40 @@ mod tests {
                 .expect_err(bad)
                 .to_string();
             assert!(e.contains("metrics-retention"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn remote_write_flags_repeat_and_bad_values_are_refused() {
+        let a = Launch::try_parse_from([
+            "x",
+            "--metrics-remote-write=http://a:9090/api/v1/write",
+            "--metrics-remote-write",
+            "http://b/push",
+            "--metrics-remote-write-header=Authorization=Bearer t",
+            "--metrics-remote-write-tenant=team-a",
+            "--metrics-remote-write-batch=50",
+        ])
+        .expect("parse")
+        .metrics
+        .export;
+        let urls: Vec<String> = a.urls.iter().map(ToString::to_string).collect();
+        assert_eq!(urls, ["http://a:9090/api/v1/write", "http://b/push"]);
+        assert_eq!(a.headers[0].value, "Bearer t");
+        assert_eq!(a.tenants, [TenantId::new("team-a").expect("tenant")]);
+        assert_eq!(a.batch_samples, 50);
+        let none = Launch::try_parse_from(["x"]).expect("parse").metrics.export;
+        assert!(none.urls.is_empty() && none.tenants.is_empty());
+        for bad in [
+            "--metrics-remote-write=https://a/w",
+            "--metrics-remote-write=a:9090",
+            "--metrics-remote-write-header=nope",
+            "--metrics-remote-write-tenant=a/b",
+            "--metrics-remote-write-batch=0",
+        ] {
+            let e = Launch::try_parse_from(["x", bad]).expect_err(bad);
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.to_string().contains("metrics-remote-write"), "{bad}: {e}");
         }
     }
 
