@@ -53,6 +53,10 @@ pub struct MetricsArgs {
     /// Longest label value, in bytes.
     #[arg(long, default_value_t = Limits::default().max_label_value_len)]
     pub metrics_max_label_value_length: usize,
+    /// Copies of each series on the metrics ring (fewer when the mesh has fewer routers); writes
+    /// are acknowledged by a majority of them.
+    #[arg(long, default_value_t = weft_metrics::ring::REPLICATION_FACTOR, value_parser = parse_replication)]
+    pub metrics_replication: usize,
     /// Export settings (`--metrics-remote-write*`).
     #[command(flatten)]
     pub export: ExportArgs,
@@ -101,6 +105,16 @@ pub struct ExportArgs {
 /// Parses `--metrics-remote-write-tenant`.
 fn parse_tenant(s: &str) -> Result<TenantId, String> {
     TenantId::new(s).map_err(|e| format!("{s:?} is not a tenant name: {e}"))
+}
+
+/// Parses `--metrics-replication`: 1 to 16 copies.
+fn parse_replication(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=16) => Ok(n),
+        _ => Err(format!(
+            "{s:?}: the replication factor is a number from 1 to 16"
+        )),
+    }
 }
 
 /// A retention period in milliseconds (a newtype so clap keeps the parsed value).

@@ -7,6 +7,7 @@
 //! the start), [`Tsdb::serve`] once the router runs, and [`TsdbHandle::shutdown`] on stop.
 
 mod args;
+mod cluster;
 mod error;
 mod export;
 mod query;
@@ -16,6 +17,7 @@ pub use args::{
     DEFAULT_METRICS_ADDR, DEFAULT_QUERY_ADDR, ExportArgs, MetricsArgs, QueryArgs, RetentionMs,
     Tenancy,
 };
+pub use cluster::{ClusterConfig, ClusterStore};
 pub use error::TsdbError;
 pub use export::{EXPORT_DIR, ExportError, Exporter, ExportingStore, HeaderPair, RemoteWriteUrl};
 pub use query::run as run_query;

@@ -13,10 +13,14 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use weft_metrics::http::{ApiConfig, MetricsSource, router};
 use weft_metrics::storage::{Storage, StorageConfig, Store};
+use weft_metrics::tenant::Limits;
 
 use super::args::{MetricsArgs, Tenancy};
+use super::cluster::{self, ClusterConfig};
 use super::error::TsdbError;
 use super::export::{Exporter, ExportingStore};
+use crate::mesh::PeerName;
+use crate::mesh::driver::MeshHandle;
 
 /// Sub-directory of the data dir that holds the store (one directory per tenant below it).
 pub const TSDB_DIR: &str = "tsdb";
@@ -33,15 +37,25 @@ pub struct Tsdb {
     listener: TcpListener,
     api: ApiConfig,
     exporter: Option<Arc<Exporter>>,
+    cluster: ClusterConfig,
 }
 
 impl Tsdb {
     /// Opens the store under `<data_dir>/tsdb` (replaying its WAL) and binds the API address.
     pub async fn open(args: &MetricsArgs, data_dir: &Path) -> Result<Self, TsdbError> {
         let dir = data_dir.join(TSDB_DIR);
+        // The ingestion rate is enforced cluster-wide by the replicated store, not per replica.
+        let cluster = ClusterConfig {
+            replication: args.metrics_replication,
+            limits: args.limits(),
+        };
         let config = StorageConfig {
             dir: Some(dir.clone()),
-            limits: args.limits(),
+            limits: Limits {
+                ingestion_rate: f64::MAX,
+                ingestion_burst: f64::MAX,
+                ..args.limits()
+            },
             retention_ms: args.metrics_retention.0,
             ..StorageConfig::default()
         };
@@ -70,6 +84,7 @@ impl Tsdb {
             listener,
             api,
             exporter,
+            cluster,
         })
     }
 
@@ -80,8 +95,9 @@ impl Tsdb {
             .map_err(|e| TsdbError::Task(format!("listener address: {e}")))
     }
 
-    /// Starts serving the API and the periodic maintenance.
-    pub fn serve(self) -> TsdbHandle {
+    /// Starts serving the API and the periodic maintenance, with the series replicated over
+    /// the routers of `mesh` (this one is `name`) on the metrics ring.
+    pub async fn serve(self, mesh: MeshHandle, name: PeerName) -> Result<TsdbHandle, TsdbError> {
         let storage = self.storage.clone();
         let own = storage.clone();
         let exporter = self.exporter.clone();
@@ -97,9 +113,15 @@ impl Tsdb {
         });
         // Only writes accepted through this store (the API, the router's own writers) are
         // exported; the exporter wraps the store they use.
+        // Local storage, then replication over the mesh, then the exporter.
+        let replicated: Arc<dyn Store> = Arc::new(
+            cluster::start(storage.clone(), name, mesh, self.cluster)
+                .await
+                .map_err(|e| TsdbError::Task(format!("registering the metrics channel: {e}")))?,
+        );
         let store: Arc<dyn Store> = match &self.exporter {
-            Some(e) => Arc::new(ExportingStore::new(storage.clone(), e.clone())),
-            None => storage.clone(),
+            Some(e) => Arc::new(ExportingStore::new(replicated, e.clone())),
+            None => replicated,
         };
         let senders = self
             .exporter
@@ -119,14 +141,14 @@ impl Tsdb {
             }
         });
         let maintenance = tokio::spawn(maintain_forever(storage.clone()));
-        TsdbHandle {
+        Ok(TsdbHandle {
             storage,
             store,
             senders,
             stop: stop_tx,
             server,
             maintenance,
-        }
+        })
     }
 }
 
@@ -210,6 +232,33 @@ mod tests {
         metrics: MetricsArgs,
     }
 
+    /// A mesh of this router alone (on a loopback port), for the replicated store.
+    fn mesh() -> (MeshHandle, PeerName) {
+        let name = PeerName(0x02_00_00_00_00_01);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("mesh port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let handle = crate::mesh::driver::start(crate::mesh::driver::MeshDriverConfig {
+            local: crate::mesh::PeerInfo {
+                name,
+                nickname: "test".into(),
+                uid: 1,
+                listen_port: port,
+            },
+            password: None,
+            conn_limit: 10,
+            targets: Vec::new(),
+            listener: TcpListener::from_std(listener).expect("tokio listener"),
+            links: None,
+        });
+        (handle, name)
+    }
+
+    async fn serve(tsdb: Tsdb) -> TsdbHandle {
+        let (mesh, name) = mesh();
+        tsdb.serve(mesh, name).await.expect("serve")
+    }
+
     fn flags() -> MetricsArgs {
         Flags::try_parse_from(["x", "--metrics-addr", "127.0.0.1:0"])
             .expect("flags")
@@ -226,12 +275,12 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn serves_queries_over_tcp_and_keeps_data_across_a_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
         let tsdb = Tsdb::open(&flags(), dir.path()).await.expect("open");
         let addr = tsdb.local_addr().expect("addr");
-        let handle = tsdb.serve();
+        let handle = serve(tsdb).await;
         let tenant = TenantId::new("t1").expect("tenant");
         let up = Labels::from_pairs([("__name__", "up"), ("job", "api")]).expect("labels");
         let batch = vec![Series {
@@ -265,7 +314,7 @@ mod tests {
         assert!(dir.path().join(TSDB_DIR).join("t1").is_dir());
         let tsdb = Tsdb::open(&flags(), dir.path()).await.expect("reopen");
         let addr = tsdb.local_addr().expect("addr");
-        let handle = tsdb.serve();
+        let handle = serve(tsdb).await;
         let table = run_query(&query(addr, "sum(up)", Some("t1")))
             .await
             .expect("query");
