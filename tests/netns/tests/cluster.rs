@@ -5,7 +5,8 @@
 //! a false 2xx; invalid data gets 400; a tenant over its cluster-wide rate gets 429 on every
 //! router.
 //!
-//! Needs root, `ip`, `nft` and `cargo build -p weft-router` first.
+//! Needs root, `ip`, `nft`, `prometheus` (Debian's 2.42, installed by `scripts/install-deps.sh`)
+//! and `cargo build -p weft-router` first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -23,10 +24,25 @@ const API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6782);
 /// Series the writer spreads its samples over.
 const SERIES: usize = 12;
 
+/// Prometheus's API, inside its host.
+const PROM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
+
 /// Status and body of one HTTP/1.0 exchange with the router API inside `host`.
 fn http(host: &Host, method: &str, path: &str, tenant: &str, body: &[u8]) -> (u16, String) {
+    http_to(host, API, method, path, tenant, body)
+}
+
+/// Status and body of one HTTP/1.0 exchange with `addr` inside `host`.
+fn http_to(
+    host: &Host,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    tenant: &str,
+    body: &[u8],
+) -> (u16, String) {
     let answer = host.run_in(|| -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect_timeout(&API, Duration::from_secs(5))?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut req = format!(
             "{method} {path} HTTP/1.0\r\nHost: x\r\nX-Scope-OrgID: {tenant}\r\nContent-Length: {}\r\n",
@@ -259,4 +275,108 @@ fn failed_replicas_give_503_invalid_data_400_and_an_over_limit_tenant_429_everyw
     assert_eq!(status, 503, "{body}");
     net.restore(0, 1).expect("restore");
     net.restore(0, 2).expect("restore");
+}
+
+/// An instant query's answer as metric → value, or `None` when it fails.
+fn instant(host: &Host, addr: SocketAddr, expr: &str, at_ms: i64) -> Option<BTreeMap<String, f64>> {
+    let mut q = String::new();
+    for b in expr.bytes() {
+        if b.is_ascii_alphanumeric() {
+            q.push(b as char);
+        } else {
+            q.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let path = format!("/api/v1/query?query={q}&time={:.3}", at_ms as f64 / 1000.0);
+    let (status, body) = http_to(host, addr, "GET", &path, "anonymous", &[]);
+    if status != 200 {
+        return None;
+    }
+    let j: Value = serde_json::from_str(&body).ok()?;
+    let mut out = BTreeMap::new();
+    for item in j["data"]["result"].as_array()? {
+        let v = item["value"][1].as_str()?.parse::<f64>().ok()?;
+        out.insert(item["metric"].to_string(), v);
+    }
+    Some(out)
+}
+
+#[test]
+fn prometheus_writing_to_router_1_reads_the_same_through_router_3() {
+    let installed = std::process::Command::new("prometheus")
+        .arg("--version")
+        .output();
+    assert!(
+        installed.is_ok_and(|o| o.status.success()),
+        "prometheus is not installed: run scripts/install-deps.sh (Debian package prometheus 2.42)"
+    );
+    let net = Net::new(3).expect("net");
+    // Debian's Prometheus 2.42 sends no X-Scope-OrgID: tenancy off (tenant `anonymous`).
+    let _routers = three(&net, &["--metrics-tenancy=off"]);
+    let (h0, h2) = (net.host(0), net.host(2));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n\
+             scrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['{PROM}']\n\
+             remote_write:\n  - url: http://{API}/api/v1/push\n\
+             \x20   queue_config:\n      batch_send_deadline: 500ms\n      min_backoff: 100ms\n"
+        ),
+    )
+    .expect("config");
+    let config_arg = format!("--config.file={}", config.display());
+    let tsdb_arg = format!("--storage.tsdb.path={}", dir.path().join("tsdb").display());
+    let listen_arg = format!("--web.listen-address={PROM}");
+    // In router 1's host: it writes to router 1 only.
+    h0.spawn(&[
+        "prometheus",
+        &config_arg,
+        &tsdb_arg,
+        &listen_arg,
+        "--log.level=error",
+    ])
+    .expect("start prometheus");
+    let started = now_ms();
+    net.wait_until(Duration::from_secs(40), "15 s of scrapes", || {
+        now_ms() - started > 15_000
+    });
+    // The last scrape Prometheus has, and router 3 answering with it.
+    let last = |host: &Host, addr: SocketAddr, at: i64| -> Option<i64> {
+        let r = instant(host, addr, "timestamp(up)", at)?;
+        r.values().next().map(|s| (s * 1000.0).round() as i64)
+    };
+    let cut = last(h0, PROM, now_ms()).expect("prometheus has scraped itself");
+    // Half a second after a scrape: no sample on a window's edge.
+    let at = cut + 500;
+    net.wait_until(
+        Duration::from_secs(30),
+        "router 3 to have the last scrape",
+        || last(h2, API, at) == Some(cut),
+    );
+    for expr in [
+        "up",
+        "count by (job) (prometheus_http_requests_total)",
+        "scrape_samples_scraped",
+        "max_over_time(scrape_duration_seconds[10s])",
+        "sum(prometheus_tsdb_head_series)",
+        "count_over_time(up[10s])",
+    ] {
+        let prom = instant(h0, PROM, expr, at).unwrap_or_else(|| panic!("prometheus: {expr}"));
+        let weft = instant(h2, API, expr, at).unwrap_or_else(|| panic!("router 3: {expr}"));
+        assert!(!prom.is_empty(), "{expr}: prometheus has no result");
+        assert_eq!(
+            prom.keys().collect::<Vec<_>>(),
+            weft.keys().collect::<Vec<_>>(),
+            "{expr}: series differ"
+        );
+        for (k, p) in &prom {
+            let w = weft[k];
+            assert!(
+                (p - w).abs() <= 1e-9 * p.abs().max(w.abs()),
+                "{expr} {k}: prometheus {p}, router 3 {w}"
+            );
+        }
+    }
 }
