@@ -1,14 +1,34 @@
 //! `k8s/weft.yaml` cannot be applied to a cluster here, so this checks the fields weft relies
 //! on: a DaemonSet on the host network, privileged, the data dir and CNI dirs mounted, the
 //! password from a Secret, and an init container that runs `weft setup-cni` into the mounted
-//! CNI dirs with the same control socket the router listens on.
+//! CNI dirs with the same control socket the router listens on; and that a service account the
+//! DaemonSet names is declared and bound to a role.
 
+use serde::Deserialize;
 use serde_yaml::Value;
 
-fn manifest() -> Value {
+/// Every document of the manifest.
+fn documents() -> Vec<Value> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/weft.yaml");
     let text = std::fs::read_to_string(path).expect("k8s/weft.yaml");
-    serde_yaml::from_str(&text).expect("valid YAML")
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).expect("valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The one document of kind `kind`.
+fn one(docs: &[Value], kind: &str) -> Value {
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some(kind))
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one {kind} in k8s/weft.yaml");
+    found[0].clone()
+}
+
+fn manifest() -> Value {
+    one(&documents(), "DaemonSet")
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -113,4 +133,33 @@ fn the_daemonset_has_what_weft_needs() {
         netns_at, "/var/run/netns",
         "CNI_NETNS paths must open inside the pod"
     );
+}
+
+#[test]
+fn a_named_service_account_exists_and_is_bound() {
+    let docs = documents();
+    let ds = one(&docs, "DaemonSet");
+    let Some(account) = ds["spec"]["template"]["spec"]["serviceAccountName"].as_str() else {
+        return;
+    };
+    let namespace = ds["metadata"]["namespace"].as_str();
+    let sa = one(&docs, "ServiceAccount");
+    assert_eq!(sa["metadata"]["name"].as_str(), Some(account));
+    assert_eq!(sa["metadata"]["namespace"].as_str(), namespace);
+    let binding = one(&docs, "ClusterRoleBinding");
+    let subject = &binding["subjects"][0];
+    assert_eq!(subject["kind"].as_str(), Some("ServiceAccount"));
+    assert_eq!(subject["name"].as_str(), Some(account));
+    assert_eq!(subject["namespace"].as_str(), namespace);
+    let role = one(&docs, "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    for rule in role["rules"].as_sequence().into_iter().flatten() {
+        let verbs = strings(&rule["verbs"]);
+        assert!(
+            verbs
+                .iter()
+                .all(|v| ["get", "list", "watch"].contains(&v.as_str())),
+            "the router only reads the API: {verbs:?}"
+        );
+    }
 }
