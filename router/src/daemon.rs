@@ -118,6 +118,9 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         .await
         .context("starting DNS")?;
     let policy = start_policy(&args.data_dir, name, mesh.clone(), &overlay).await?;
+    let kube = crate::kube::start(&args.kube, &policy)
+        .await
+        .context("starting the Kubernetes watcher")?;
     let cni = crate::cni::CniService::load(&args.data_dir, ipam.clone(), overlay.clone())
         .context("loading the CNI attachments")?;
     let tsdb = tsdb
@@ -150,6 +153,9 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         r = status_task => warn!("status API ended: {r:?}"),
     }
     fdb_task.abort();
+    if let Some(kube) = kube {
+        kube.stop();
+    }
     if let Some(docker) = docker {
         docker.stop();
     }

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod dns;
 pub mod docker;
 pub mod ipam;
+pub mod kube;
 pub mod mesh;
 pub mod overlay;
 pub mod path;

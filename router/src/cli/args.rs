@@ -321,6 +321,9 @@ pub struct LaunchArgs {
     /// The metrics store: Prometheus API address, retention, tenancy, per-tenant limits.
     #[command(flatten)]
     pub metrics: Box<crate::tsdb::MetricsArgs>,
+    /// The Kubernetes watcher: `--kube auto|on|off`, `--kubeconfig PATH`.
+    #[command(flatten)]
+    pub kube: crate::kube::KubeArgs,
     /// Peers to connect to, as HOST or HOST:PORT.
     #[arg(value_parser = peer_arg)]
     pub peers: Vec<String>,

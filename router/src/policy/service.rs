@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -217,6 +218,8 @@ impl Shared {
 pub struct PolicyService {
     shared: Arc<Shared>,
     mesh: MeshHandle,
+    /// Set while a Kubernetes cluster is the source of truth (see `crate::kube`).
+    cluster: Arc<AtomicBool>,
 }
 
 fn now_ms() -> u64 {
@@ -278,6 +281,7 @@ impl PolicyService {
         let service = PolicyService {
             shared: shared.clone(),
             mesh: mesh.clone(),
+            cluster: Arc::default(),
         };
         let gone: Vec<Ipv4Addr> = {
             let st = shared.lock();
@@ -360,6 +364,7 @@ impl PolicyService {
     /// Validates every document of `text`, then stores and spreads them all (none when one is
     /// invalid) and waits for the local ruleset; returns the keys applied.
     pub async fn apply(&self, text: &str) -> Result<Vec<String>, PolicyError> {
+        self.refuse_if_cluster("policies")?;
         let docs = parse_documents(text)?;
         let mut keys = Vec::new();
         let mut generation = 0;
@@ -375,6 +380,7 @@ impl PolicyService {
 
     /// Deletes policy `NS/NAME`.
     pub async fn delete(&self, key: &str) -> Result<(), PolicyError> {
+        self.refuse_if_cluster("policies")?;
         self.get(key)?;
         let generation = self.put(policy_key(key), None).await?;
         self.wait_applied(generation).await
@@ -453,6 +459,7 @@ impl PolicyService {
         target: &str,
         edits: &[LabelEdit],
     ) -> Result<WorkloadMeta, PolicyError> {
+        self.refuse_if_cluster("pod labels")?;
         let mut meta = {
             let st = self.shared.lock();
             let found: Vec<WorkloadMeta> = st
@@ -503,6 +510,7 @@ impl PolicyService {
         ns: &str,
         edits: &[LabelEdit],
     ) -> Result<BTreeMap<String, String>, PolicyError> {
+        self.refuse_if_cluster("namespace labels")?;
         let mut labels = match self.shared.lock().store.get(&namespace_key(ns)) {
             Some(Value::Namespace(l)) => l.clone(),
             _ => BTreeMap::new(),
@@ -515,6 +523,58 @@ impl PolicyService {
             .await?;
         self.wait_applied(generation).await?;
         Ok(labels)
+    }
+
+    /// Makes a Kubernetes cluster the source of truth (`on`) or not: while it is, the CLI's
+    /// edits of policies and labels are refused and only [`PolicyService::sync`] writes them.
+    pub fn set_cluster_owned(&self, on: bool) {
+        self.cluster.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether a Kubernetes cluster is the source of truth.
+    pub fn cluster_owned(&self) -> bool {
+        self.cluster.load(Ordering::SeqCst)
+    }
+
+    fn refuse_if_cluster(&self, what: &str) -> Result<(), PolicyError> {
+        if self.cluster_owned() {
+            return Err(PolicyError::Refused(format!(
+                "{what} come from the Kubernetes cluster this router watches (--kube): change \
+                 them with kubectl (NetworkPolicy objects, pod and namespace labels)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes `value` at `key` (`None` deletes) for the Kubernetes watcher, unless the store
+    /// holds exactly that already: routers watching the same cluster then write each change at
+    /// most once each, and an unchanged object re-listed writes nothing. Does not wait for
+    /// enforcement; returns whether it wrote.
+    pub async fn sync(&self, key: String, value: Option<Value>) -> Result<bool, PolicyError> {
+        if self.shared.lock().store.get(&key) == value.as_ref() {
+            return Ok(false);
+        }
+        self.put(key, value).await?;
+        Ok(true)
+    }
+
+    /// The live entries whose key starts with `prefix` (`policy/`, `namespace/`, `workload/`).
+    pub fn entries(&self, prefix: &str) -> Vec<(String, Value)> {
+        let st = self.shared.lock();
+        st.store
+            .live(prefix)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// This router's peer name, as the `host` of its workloads' records.
+    pub fn local_name(&self) -> &str {
+        &self.shared.local
+    }
+
+    /// Follows the generation in force (it changes after every enforced change).
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.shared.applied.subscribe()
     }
 
     /// Dropped packets per local workload, direction and protocol, since the start.
