@@ -117,7 +117,14 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
     let (dns, dns_task) = crate::dns::launch(dns, &args.data_dir, mesh.clone(), overlay.clone())
         .await
         .context("starting DNS")?;
-    let policy = start_policy(&args.data_dir, name, mesh.clone(), &overlay).await?;
+    let policy = start_policy(
+        &args.data_dir,
+        name,
+        mesh.clone(),
+        &overlay,
+        args.policy_nflog_group,
+    )
+    .await?;
     let kube = crate::kube::start(&args.kube, &policy)
         .await
         .context("starting the Kubernetes watcher")?;
@@ -201,13 +208,14 @@ fn dns_config(args: &LaunchArgs) -> crate::dns::DnsConfig {
     }
 }
 
-/// Starts network policy enforcement (table `inet weft`) for the workloads attached now, and
-/// hooks it into the attach pipeline.
+/// Starts network policy enforcement (table `inet weft`) for the workloads attached now, hooks
+/// it into the attach pipeline, and reads the drops logged to NFLOG group `nflog_group`.
 async fn start_policy(
     data_dir: &Path,
     name: PeerName,
     mesh: driver::MeshHandle,
     overlay: &Overlay,
+    nflog_group: u16,
 ) -> anyhow::Result<crate::policy::PolicyService> {
     let attached: Vec<std::net::Ipv4Addr> = overlay
         .list()
@@ -216,12 +224,17 @@ async fn start_policy(
         .iter()
         .map(|a| a.address.ip())
         .collect();
-    let driver = crate::policy::nft::NftDriver::new().context("preparing policy enforcement")?;
+    let driver =
+        crate::policy::nft::NftDriver::new(nflog_group).context("preparing policy enforcement")?;
     let policy =
         crate::policy::PolicyService::start(data_dir, name, mesh, Box::new(driver), &attached)
             .await
             .context("starting network policy")?;
     crate::policy::hook::install(policy.clone());
+    // Without it, drops are still blocked and counted exactly; only the samples are missing.
+    if let Err(e) = crate::policy::nflog::spawn(nflog_group, policy.clone()) {
+        warn!("recent policy drops will not be listed: {e}");
+    }
     Ok(policy)
 }
 

@@ -1,5 +1,6 @@
 //! Control API routes of network policy: apply/list/get/delete policies, label workloads and
-//! namespaces, drop counters and the enforcement status.
+//! namespaces, drop counters and recent drops, the enforcement status, and `/metrics` of the
+//! status listener.
 
 use std::collections::BTreeMap;
 
@@ -13,9 +14,10 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::server::{ApiState, body};
 use crate::policy::PolicyError;
+use crate::policy::drops::{DropEvent, DropTotal, prometheus_text};
 use crate::policy::labels::LabelEdit;
 use crate::policy::model::WorkloadMeta;
-use crate::policy::service::{DropCount, PolicyStatus, PolicySummary};
+use crate::policy::service::{PolicyStatus, PolicySummary};
 use crate::policy::spec::NetworkPolicy;
 
 /// Body of `POST /policy/apply`.
@@ -49,8 +51,11 @@ pub struct ListResponse {
 /// Answer of `GET /policy/drops`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DropsResponse {
-    /// Non-zero drop counters.
-    pub drops: Vec<DropCount>,
+    /// Exact non-zero totals (nftables counters) per policy, workload, direction, protocol
+    /// and port.
+    pub totals: Vec<DropTotal>,
+    /// The last drops the rate-limited NFLOG group reported (a sample), oldest first.
+    pub recent: Vec<DropEvent>,
 }
 
 /// Body of `POST /label`: label edits of a workload.
@@ -151,13 +156,33 @@ async fn delete(
     Ok(Json(json!({})))
 }
 
-async fn drops(State(state): State<ApiState>) -> Result<Json<DropsResponse>, ApiError> {
+async fn totals(state: &ApiState) -> Result<Vec<DropTotal>, ApiError> {
     let policy = state.policy.clone();
-    let drops = tokio::task::spawn_blocking(move || policy.drops())
+    tokio::task::spawn_blocking(move || policy.drops())
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(api_error)?;
-    Ok(Json(DropsResponse { drops }))
+        .map_err(api_error)
+}
+
+async fn drops(State(state): State<ApiState>) -> Result<Json<DropsResponse>, ApiError> {
+    Ok(Json(DropsResponse {
+        totals: totals(&state).await?,
+        recent: state.policy.recent_drops(),
+    }))
+}
+
+/// `GET /metrics` of the status listener: `weft_policy_drops_total` in the Prometheus text
+/// format.
+pub async fn metrics(
+    State(state): State<ApiState>,
+) -> Result<([(axum::http::header::HeaderName, &'static str); 1], String), ApiError> {
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        prometheus_text(&totals(&state).await?),
+    ))
 }
 
 async fn status(State(state): State<ApiState>) -> Json<PolicyStatus> {

@@ -90,6 +90,7 @@ pub fn status_routes(state: ApiState) -> Router {
     Router::new()
         .route("/report", get(report))
         .route("/status", get(status_text))
+        .route("/metrics", get(super::policy::metrics))
         .with_state(state)
 }
 

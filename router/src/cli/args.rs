@@ -315,6 +315,10 @@ pub struct LaunchArgs {
     /// Resolver configuration naming the upstream servers for other names.
     #[arg(long, default_value = "/etc/resolv.conf")]
     pub resolv_conf: PathBuf,
+    /// NFLOG group the policy drop chains log blocked packets to (rate-limited), which the
+    /// router reads for `weft policy drops` and drop events.
+    #[arg(long, default_value_t = crate::policy::nflog::DEFAULT_NFLOG_GROUP)]
+    pub policy_nflog_group: u16,
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log_level: String,

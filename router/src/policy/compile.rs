@@ -10,6 +10,15 @@ use sha2::{Digest, Sha256};
 use super::model::{PeerRule, PortSpec, Protocol, Rule, WorkloadMeta, World};
 use super::ruleset::{AddrSet, Chain, Direction, Match, Ruleset};
 
+/// Name of the chain of the local workload at `address` in `direction` (also its log prefix).
+pub fn chain_name(direction: Direction, address: Ipv4Addr) -> String {
+    let prefix = match direction {
+        Direction::Ingress => "ing",
+        Direction::Egress => "egr",
+    };
+    format!("{prefix}-{}", address.to_string().replace('.', "-"))
+}
+
 /// Compiles the ruleset of the router named `local` (its workloads are those whose `host` is
 /// `local`).
 pub fn compile(world: &World, local: &str) -> Ruleset {
@@ -66,9 +75,8 @@ impl Compiler<'_> {
             }
         }
         rules.dedup();
-        let prefix = if ingress { "ing" } else { "egr" };
         Some(Chain {
-            name: format!("{prefix}-{}", w.address.to_string().replace('.', "-")),
+            name: chain_name(direction, w.address),
             direction,
             workload: w.address,
             workload_name: format!("{}/{}", w.namespace, w.name),

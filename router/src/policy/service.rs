@@ -14,11 +14,11 @@ use tokio::sync::{Notify, broadcast, watch};
 use tracing::{info, warn};
 
 use super::compile::compile;
-use super::drops::{DropEvent, RecentDrops, parse_ipv4};
+use super::drops::{ChainRef, DropEvent, DropTotal, DropTotals, RecentDrops, parse_ipv4, totals};
 use super::error::PolicyError;
 use super::labels::LabelEdit;
-use super::model::{Protocol, WorkloadMeta};
-use super::nft::{FirewallDriver, counter_name};
+use super::model::WorkloadMeta;
+use super::nft::FirewallDriver;
 use super::ruleset::{Direction, Ruleset};
 use super::spec::NetworkPolicy;
 use super::store::{Store, Value, namespace_key, policy_key, workload_key};
@@ -41,21 +41,6 @@ pub struct PolicySummary {
     pub types: Vec<String>,
     /// Local workloads it selects.
     pub selects: Vec<String>,
-}
-
-/// Dropped packets of one local workload, direction and protocol.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DropCount {
-    /// `NAMESPACE/NAME` of the workload.
-    pub workload: String,
-    /// `ingress` or `egress`.
-    pub direction: String,
-    /// `tcp`, `udp`, `sctp` or `other`.
-    pub protocol: String,
-    /// Policies isolating the workload in that direction.
-    pub policies: Vec<String>,
-    /// Packets dropped since the router started.
-    pub packets: u64,
 }
 
 /// What `GET /policy/status` answers.
@@ -87,8 +72,8 @@ struct State {
     generation: u64,
     driver: Box<dyn FirewallDriver>,
     in_force: Option<Ruleset>,
-    /// Drop counts of replaced tables, by counter name.
-    totals: BTreeMap<String, u64>,
+    /// Drop totals of replaced tables.
+    past_drops: DropTotals,
     chains: BTreeMap<String, ChainInfo>,
     error: Option<String>,
     applied: u64,
@@ -96,6 +81,21 @@ struct State {
     retired: bool,
     /// The last drops the NFLOG group reported.
     recent: RecentDrops,
+}
+
+impl State {
+    /// The totals of the chains in force from the table's `counts`.
+    fn drops_of(&self, counts: &BTreeMap<String, u64>) -> Vec<DropTotal> {
+        totals(
+            self.chains.iter().map(|(name, info)| ChainRef {
+                chain: name,
+                workload: &info.workload,
+                direction: info.direction,
+                policies: &info.policies,
+            }),
+            counts,
+        )
+    }
 }
 
 struct Shared {
@@ -166,29 +166,38 @@ impl Shared {
                 .in_force
                 .as_ref()
                 .is_none_or(|old| old.shape() != rs.shape());
-            if full {
-                // Replacing the table resets its counters: keep what they counted.
+            // Replacing the table resets its counters: what they counted is kept once the
+            // new table is in force (a failed replace leaves the old one counting).
+            let last = if full {
                 match st.driver.counters() {
-                    Ok(now) => {
-                        for (k, v) in now {
-                            *st.totals.entry(k).or_default() += v;
-                        }
+                    Ok(now) => Some(st.drops_of(&now)),
+                    Err(e) => {
+                        warn!("reading the drop counters: {e}");
+                        None
                     }
-                    Err(e) => warn!("reading the drop counters: {e}"),
                 }
-            }
+            } else {
+                None
+            };
             let old = st.in_force.take();
             match st.driver.apply(old.as_ref(), &rs) {
                 Ok(()) => {
-                    for c in &rs.chains {
-                        st.chains.insert(
-                            c.name.clone(),
-                            ChainInfo {
-                                workload: c.workload_name.clone(),
-                                direction: c.direction,
-                                policies: c.policies.clone(),
-                            },
-                        );
+                    if full {
+                        st.past_drops.add(last.unwrap_or_default());
+                        st.chains = rs
+                            .chains
+                            .iter()
+                            .map(|c| {
+                                (
+                                    c.name.clone(),
+                                    ChainInfo {
+                                        workload: c.workload_name.clone(),
+                                        direction: c.direction,
+                                        policies: c.policies.clone(),
+                                    },
+                                )
+                            })
+                            .collect();
                     }
                     info!(
                         generation,
@@ -265,7 +274,7 @@ impl PolicyService {
                 generation: 0,
                 driver,
                 in_force: None,
-                totals: BTreeMap::new(),
+                past_drops: DropTotals::default(),
                 chains: BTreeMap::new(),
                 error: None,
                 applied: 0,
@@ -428,6 +437,17 @@ impl PolicyService {
             .collect()
     }
 
+    /// Every workload known, of every router (for flow accounting's names).
+    pub fn workloads(&self) -> Vec<WorkloadMeta> {
+        self.shared
+            .lock()
+            .store
+            .world()
+            .workloads
+            .into_values()
+            .collect()
+    }
+
     /// Records a local workload (after attach), or replaces its record.
     pub async fn workload_up(&self, mut meta: WorkloadMeta) -> Result<(), PolicyError> {
         meta.host = self.shared.local.clone();
@@ -577,34 +597,12 @@ impl PolicyService {
         self.shared.applied.subscribe()
     }
 
-    /// Dropped packets per local workload, direction and protocol, since the start.
-    pub fn drops(&self) -> Result<Vec<DropCount>, PolicyError> {
+    /// Exact drop counts (nftables counters) per policy, local workload, direction,
+    /// protocol and port, since the start.
+    pub fn drops(&self) -> Result<Vec<DropTotal>, PolicyError> {
         let mut st = self.shared.lock();
-        let mut counts = st.totals.clone();
-        for (k, v) in st.driver.counters()? {
-            *counts.entry(k).or_default() += v;
-        }
-        let mut out = Vec::new();
-        for (name, info) in &st.chains {
-            for p in [
-                Some(Protocol::Tcp),
-                Some(Protocol::Udp),
-                Some(Protocol::Sctp),
-                None,
-            ] {
-                let packets = counts.get(&counter_name(name, p)).copied().unwrap_or(0);
-                if packets > 0 {
-                    out.push(DropCount {
-                        workload: info.workload.clone(),
-                        direction: info.direction.name().to_string(),
-                        protocol: p.map_or("other", Protocol::name).to_string(),
-                        policies: info.policies.clone(),
-                        packets,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        let now = st.driver.counters()?;
+        Ok(st.past_drops.with(st.drops_of(&now)))
     }
 
     /// Drop events from now on: one per packet the (rate-limited) NFLOG group reports, so a
@@ -701,7 +699,7 @@ mod tests {
                 generation: 0,
                 driver: Box::new(driver),
                 in_force: None,
-                totals: BTreeMap::new(),
+                past_drops: DropTotals::default(),
                 chains: BTreeMap::new(),
                 error: None,
                 applied: 0,
@@ -822,4 +820,5 @@ mod tests {
         assert!(s.record_drop("ing-10-32-0-77", &packet, 8).is_none());
         assert!(s.record_drop("ing-10-32-0-1", &[0x60; 40], 8).is_none());
         assert_eq!(s.lock().recent.events().len(), 1);
-    }}
+    }
+}

@@ -490,23 +490,135 @@ fn truth_table() {
         );
     }
 
-    // Drops are counted where they happen: x/a's ingress on its host.
+    // A policy applied on one host takes effect on the other within PROPAGATION: x/a lives on
+    // one host, the policy is applied on the other, and a TCP 80 probe from x/b (on the
+    // applying host) started within the bound is blocked. A blocked probe shows the rule was
+    // in force when it started: a SYN let through would have made the connection.
     let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-a, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Ingress]\n";
     let file = net.dir().join("deny-a.yaml");
     std::fs::write(&file, deny).expect("policy file");
-    routers[1].cli_ok(&["policy", "apply", "-f", file.to_str().expect("path")]);
-    let host_a = pod(0).3;
-    net.wait_until(SETTLE, "x/a's TCP drops counted", || {
-        probe_all(&workloads);
-        let drops = routers[host_a].cli_ok(&["policy", "drops"]);
-        drops.lines().any(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            w.len() >= 5
-                && w[0] == "x/x-a"
-                && w[1] == "ingress"
-                && w[2] == "tcp"
-                && w[3].parse::<u64>().is_ok_and(|n| n > 0)
-                && w[4] == "x/deny-a"
+    let (a, b) = (0, 1);
+    let (host_a, host_b) = (pod(a).3, pod(b).3);
+    assert_ne!(host_a, host_b, "x/a and x/b are on different hosts");
+    let (ip_a, ip_b) = (pod(a).2, pod(b).2);
+    let target = format!("{ip_a}/tcp/80");
+    let applied = Instant::now();
+    routers[host_b].cli_ok(&["policy", "apply", "-f", file.to_str().expect("path")]);
+    loop {
+        let started = applied.elapsed();
+        assert!(
+            started <= PROPAGATION,
+            "x/b still reaches x/a on TCP 80 {started:?} after the policy was applied on the \
+             other host\n{}",
+            net.log_tails()
+        );
+        if !probe_one(&workloads[b], &target) {
+            break;
+        }
+    }
+
+    // Drops are counted where they happen (x/a's ingress, on its host): exact totals per
+    // policy, workload, direction, protocol and port; sampled recent drops; /metrics.
+    let drops = &routers[host_a];
+    let start = Instant::now();
+    let text = loop {
+        probe_one(&workloads[b], &target);
+        let text = drops.cli_ok(&["policy", "drops"]);
+        if port_80_total(&text).is_some_and(|n| n > 0) && !recent_80_from(&text, &ip_b).is_empty() {
+            break text;
+        }
+        assert!(
+            start.elapsed() < SETTLE,
+            "x/a's TCP 80 drops not counted and listed after {SETTLE:?}:\n{text}\n{}",
+            net.log_tails()
+        );
+    };
+    let total = port_80_total(&text).expect("total");
+    let recent = recent_80_from(&text, &ip_b);
+    for r in &recent {
+        assert_eq!(r[1], "ingress", "{text}");
+        assert_eq!(r[3], ip_a, "{text}");
+        assert_eq!(r[6], "x/x-a", "{text}");
+    }
+    assert!(
+        total >= recent.len() as u64,
+        "every sampled drop is counted: {total} < {}\n{text}",
+        recent.len()
+    );
+    let metrics = host_http_get(&net, host_a, "/metrics");
+    assert!(
+        metrics.starts_with("200 text/plain; version=0.0.4"),
+        "{metrics}"
+    );
+    let series = "weft_policy_drops_total{policy=\"x/deny-a\",direction=\"ingress\",protocol=\"tcp\",port=\"80\",workload=\"x-a\",namespace=\"x\"} ";
+    let value: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+        .parse()
+        .expect("counter value");
+    assert!(value >= total, "/metrics {value} < drops {total}");
+
+    // `weft reset` removes table `inet weft` (workloads detached first, as reset wants).
+    let table = |i: usize| {
+        net.host(i)
+            .exec(&["nft", "list", "table", "inet", "weft"])
+            .expect("nft")
+            .status
+            .success()
+    };
+    assert!(
+        table(host_a),
+        "table inet weft is in force on the host of x/a"
+    );
+    for (i, w) in workloads.iter().enumerate() {
+        if pod(i).3 == host_a {
+            routers[host_a].cli_ok(&["detach", "--netns", w.ns()]);
+        }
+    }
+    routers[host_a].cli_ok(&["reset"]);
+    assert!(!table(host_a), "weft reset left table inet weft behind");
+}
+
+/// One probe (`IP/PROTO/PORT`) from `w`: whether it passed.
+fn probe_one(w: &Workload, target: &str) -> bool {
+    let o = w
+        .exec(&["python3", "-c", PROBER, PROBE_TIMEOUT, target])
+        .expect("prober");
+    assert!(o.status.success(), "prober failed: {}", output_text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().ends_with(" ok")
+}
+
+/// The exact total of x/deny-a's TCP 80 drops on x/x-a's ingress in `weft policy drops`.
+fn port_80_total(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w.as_slice() {
+            ["x/deny-a", "x/x-a", "ingress", "tcp", "80", n] => n.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
+/// The recent drops (words of each line) of TCP 80 from `src` charged to x/deny-a in `weft
+/// policy drops` (earlier cases left drops of other policies there).
+fn recent_80_from(text: &str, src: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("RECENT"))
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .filter(|w| {
+            w.len() == 8 && w[2] == src && w[4] == "tcp" && w[5] == "80" && w[7] == "x/deny-a"
         })
-    });
+        .collect()
+}
+
+/// `STATUS CONTENT-TYPE\nBODY` of a GET to the router's status listener on host `i`.
+fn host_http_get(net: &Net, i: usize, path: &str) -> String {
+    let script = "import sys, urllib.request\nr = urllib.request.urlopen('http://127.0.0.1:6784' + sys.argv[1], timeout=10)\nprint(r.status, r.headers['Content-Type'])\nprint(r.read().decode())";
+    let o = net
+        .host(i)
+        .exec(&["python3", "-c", script, path])
+        .expect("python3");
+    assert!(o.status.success(), "GET {path}: {}", output_text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
