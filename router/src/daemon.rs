@@ -135,6 +135,26 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         .await
         .context("starting the metrics store")?;
     let docker = start_docker(&args, &ipam, &overlay, &dns, &policy)?;
+    let flows = crate::flows::FlowService::start(
+        crate::flows::FlowConfig {
+            args: args.flows.clone(),
+            local: name,
+            nickname: nickname.clone(),
+            range: args.ipalloc_range,
+        },
+        crate::flows::FlowSources {
+            mesh: mesh.clone(),
+            policy: policy.clone(),
+            ipam: ipam.clone(),
+            dns: dns.clone(),
+            sleeve: data_path.sleeve.clone(),
+            mtu: overlay.mtu(),
+        },
+        tsdb.store(),
+        tsdb.storage(),
+    )
+    .await
+    .context("starting flow metrics")?;
     let stop = Arc::new(Notify::new());
     let state = ApiState {
         router,
@@ -146,6 +166,7 @@ pub async fn run(socket: PathBuf, args: LaunchArgs) -> anyhow::Result<()> {
         dns,
         sleeve: data_path.sleeve,
         policy,
+        flows,
     };
     let control_task = tokio::spawn(serve_control(control, state.clone()));
     let status_task = tokio::spawn(serve_status(status, state));

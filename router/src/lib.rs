@@ -12,6 +12,7 @@ pub mod cni;
 pub mod daemon;
 pub mod dns;
 pub mod docker;
+pub mod flows;
 pub mod ipam;
 pub mod kube;
 pub mod mesh;

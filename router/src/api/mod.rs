@@ -7,6 +7,7 @@ pub mod client;
 pub mod cni;
 pub mod dns;
 pub mod error;
+pub mod flows;
 pub mod ipam;
 pub mod policy;
 pub mod server;

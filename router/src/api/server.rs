@@ -47,6 +47,8 @@ pub struct ApiState {
     pub cni: crate::cni::CniService,
     /// Network policy.
     pub policy: crate::policy::PolicyService,
+    /// Flow metrics, `tap` and `top`.
+    pub flows: crate::flows::FlowService,
 }
 
 impl ApiState {
@@ -82,6 +84,7 @@ pub fn control_routes(state: ApiState) -> Router {
         .merge(super::policy::routes())
         .merge(super::dns::routes())
         .merge(super::cni::routes())
+        .merge(super::flows::routes())
         .with_state(state)
 }
 

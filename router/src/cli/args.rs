@@ -123,6 +123,10 @@ pub enum Command {
     Namespace(crate::cli::policy::NamespaceVerb),
     /// Run a PromQL query against the router's metrics store and print the result as a table.
     Query(crate::tsdb::QueryArgs),
+    /// Stream live flow events (open, close, drop) of every router until interrupted.
+    Tap(crate::flows::TapArgs),
+    /// The busiest flows of the last minute, from the metrics store, refreshed.
+    Top(crate::flows::TopArgs),
     /// Print weft's version.
     Version,
 }
@@ -325,6 +329,9 @@ pub struct LaunchArgs {
     /// The metrics store: Prometheus API address, retention, tenancy, per-tenant limits.
     #[command(flatten)]
     pub metrics: Box<crate::tsdb::MetricsArgs>,
+    /// Flow metrics: interval, tenants, cardinality.
+    #[command(flatten)]
+    pub flows: crate::flows::FlowArgs,
     /// The Kubernetes watcher: `--kube auto|on|off`, `--kubeconfig PATH`.
     #[command(flatten)]
     pub kube: crate::kube::KubeArgs,

@@ -2,6 +2,7 @@
 //! that talks to a running router over the control API.
 
 pub mod args;
+pub mod flows;
 pub mod format;
 pub mod policy;
 
@@ -30,6 +31,11 @@ pub async fn run_client(cli: Cli) -> ExitCode {
         return query(&args).await;
     }
     let client = Client::new(&cli.socket);
+    match cli.command {
+        Command::Tap(args) => return flows::tap(&client, args).await,
+        Command::Top(args) => return flows::top(&client, args).await,
+        _ => {}
+    }
     match client_verb(&client, cli.command).await {
         Ok(out) => {
             if !out.is_empty() {
@@ -224,7 +230,11 @@ async fn client_verb(client: &Client, command: Command) -> Result<String, crate:
         Command::Label { workload, edits } => policy::label(client, workload, edits).await?,
         Command::Namespace(verb) => policy::namespace_verb(client, verb).await?,
         Command::Version => format!("weft {}", env!("CARGO_PKG_VERSION")),
-        Command::Launch(_) | Command::SetupCni(_) | Command::Query(_) => {
+        Command::Launch(_)
+        | Command::SetupCni(_)
+        | Command::Query(_)
+        | Command::Tap(_)
+        | Command::Top(_) => {
             unreachable!("launch, setup-cni and query do not talk to the control socket")
         }
     })

@@ -31,6 +31,16 @@ fn series(pairs: Vec<(&str, String)>, t: i64, v: f64) -> Option<Series> {
     })
 }
 
+/// A counter's series; a fresh flow's starts with a zero when it was created.
+fn counter(pairs: Vec<(&str, String)>, c: &FlowCounters, t: i64, v: u64) -> Option<Series> {
+    let mut s = series(pairs, t, v as f64)?;
+    if c.fresh {
+        let start = c.created_ms.min(t - 1);
+        s.samples.insert(0, Sample { t: start, v: 0.0 });
+    }
+    Some(s)
+}
+
 fn flow_labels<'a>(name: &'a str, key: &FlowKey) -> Vec<(&'a str, String)> {
     let mut l = vec![
         ("__name__", name.to_string()),
@@ -51,7 +61,7 @@ fn one_flow(key: &FlowKey, c: &FlowCounters, t: i64) -> Vec<Series> {
     let with = |name: &str, extra: (&'static str, &'static str), v: u64| {
         let mut l = flow_labels(name, key);
         l.push((extra.0, extra.1.to_string()));
-        series(l, t, v as f64)
+        counter(l, c, t, v)
     };
     [
         with(BYTES, ("direction", "forward"), c.forward.bytes),
@@ -60,7 +70,7 @@ fn one_flow(key: &FlowKey, c: &FlowCounters, t: i64) -> Vec<Series> {
         with(PACKETS, ("direction", "reply"), c.reply.packets),
         with(CONNECTIONS, ("state", "opened"), c.opened),
         with(CONNECTIONS, ("state", "closed"), c.closed),
-        series(flow_labels(DROPS, key), t, c.drops as f64),
+        counter(flow_labels(DROPS, key), c, t, c.drops),
     ]
     .into_iter()
     .flatten()
@@ -193,7 +203,8 @@ mod tests {
             .iter()
             .map(|l| format!("{}={}", l.name, l.value))
             .collect();
-        format!("{} {}", l.join(","), s.samples[0].v)
+        let last = s.samples.last().map_or(f64::NAN, |s| s.v);
+        format!("{} {last}", l.join(","))
     }
 
     #[test]
@@ -244,7 +255,14 @@ mod tests {
             !lines.iter().any(|l| l.contains("43210")),
             "source port leaked"
         );
-        assert!(shop.iter().all(|s| s.samples[0].t == 1000));
+        // A fresh flow starts from zero when first seen, so rate() sees its first interval.
+        assert!(
+            shop.iter()
+                .all(|s| s.samples[0] == Sample { t: 5, v: 0.0 } && s.samples[1].t == 1000)
+        );
+        t.exported();
+        let (again, _) = flow_series(t.flows(), &TenantFrom::Namespace, range, 2000);
+        assert!(again.values().flatten().all(|s| s.samples.len() == 1));
     }
 
     #[test]

@@ -453,13 +453,14 @@ impl Task {
         }
     }
 
-    async fn write(&self, now: i64) {
+    async fn write(&mut self, now: i64) {
         let (mut batches, bad) = flow_series(
             self.table.flows(),
             &self.config.args.flow_tenant_from,
             self.config.range,
             now,
         );
+        self.table.exported();
         for ns in bad {
             debug!("namespace {ns:?} is no valid tenant name: its flows are not written");
         }

@@ -89,6 +89,22 @@ pub(crate) struct FlowCounters {
     live: u32,
     /// Last change.
     last_ms: i64,
+    /// When the flow was first seen.
+    pub(crate) created_ms: i64,
+    /// Not exported yet: its series start with a zero at `created_ms`, so that `rate()` sees
+    /// what the first interval counted.
+    pub(crate) fresh: bool,
+}
+
+impl FlowCounters {
+    fn created(now_ms: i64) -> FlowCounters {
+        FlowCounters {
+            created_ms: now_ms,
+            fresh: true,
+            last_ms: now_ms,
+            ..FlowCounters::default()
+        }
+    }
 }
 
 /// What happened to a connection, for `weft tap`.
@@ -191,7 +207,10 @@ impl FlowTable {
                 return out;
             };
             let key = self.flow_key(sides, &ev.orig);
-            let flow = self.flows.entry(key.clone()).or_default();
+            let flow = self
+                .flows
+                .entry(key.clone())
+                .or_insert_with(|| FlowCounters::created(now_ms));
             flow.opened += 1;
             flow.live += 1;
             flow.last_ms = now_ms;
@@ -263,7 +282,10 @@ impl FlowTable {
     ) -> Option<Sides> {
         let sides = dir.classify_local(t)?;
         let key = self.flow_key(sides.clone(), t);
-        let flow = self.flows.entry(key).or_default();
+        let flow = self
+            .flows
+            .entry(key)
+            .or_insert_with(|| FlowCounters::created(now_ms));
         flow.drops = flow.drops.saturating_add(packets);
         flow.last_ms = now_ms;
         Some(sides)
@@ -298,6 +320,13 @@ impl FlowTable {
             out.extend(self.observe(&destroy, &Directory::default(), now_ms));
         }
         out
+    }
+
+    /// Marks every flow exported (their series exist now).
+    pub(crate) fn exported(&mut self) {
+        for f in self.flows.values_mut() {
+            f.fresh = false;
+        }
     }
 
     /// Forgets flows without connections that have not changed for `idle_ms` (their series
