@@ -257,6 +257,7 @@ fn docker_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
     // Bad requests on the real socket: an Err each, nothing allocated or attached.
     let sock = net.dir().join("d0/plugins/weft.sock");
     let ps_before = r0.cli_ok(&["ps"]);
+    let ipam_before = r0.cli_ok(&["status", "ipam"]);
     let bad = plugin_call(&sock, "IpamDriver.RequestAddress", "{\"PoolID\": ");
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
     assert!(
@@ -276,6 +277,11 @@ fn docker_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
         r0.cli_ok(&["ps"]),
         ps_before,
         "a refused call attached something"
+    );
+    assert_eq!(
+        r0.cli_ok(&["status", "ipam"]),
+        ipam_before,
+        "a refused call allocated something"
     );
 
     // Each host's DNS server listens on its bridge's first exposed address: the network's
@@ -347,6 +353,30 @@ fn docker_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
         "cb -> ca by name (search weft.local): {}",
         output_text(&by_name)
     );
+
+    // cb's Docker label reached policy: denying ingress to app=db blocks ca -> cb, and
+    // deleting the policy lets it through again.
+    let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+                metadata: {name: deny-db, namespace: default}\n\
+                spec:\n  podSelector: {matchLabels: {app: db}}\n  policyTypes: [Ingress]\n";
+    let file = net.dir().join("deny-db.yaml");
+    std::fs::write(&file, deny).expect("policy file");
+    r0.cli_ok(&["policy", "apply", "-f", file.to_str().expect("utf8")]);
+    let ca_reaches_cb = || {
+        d0.run(&["exec", "ca", "ping", "-c1", "-W1", &b])
+            .status
+            .success()
+    };
+    net.wait_until(CONVERGE, "ca blocked from cb (app=db)", || !ca_reaches_cb());
+    assert!(!ca_reaches_cb(), "ca -> cb blocked only once");
+    let gw = d0.run(&["exec", "ca", "ping", "-c1", "-W2", &gateway]);
+    assert!(
+        gw.status.success(),
+        "ca lost its network: {}",
+        output_text(&gw)
+    );
+    r0.cli_ok(&["policy", "delete", "default/deny-db"]);
+    net.wait_until(CONVERGE, "ca reaches cb again", ca_reaches_cb);
 
     // `docker rm` releases the address and the name: another container can claim exactly it.
     d0.ok(&["rm", "-f", "ca"]);
