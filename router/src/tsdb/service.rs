@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+use weft_metrics::head::HeadConfig;
 use weft_metrics::http::{ApiConfig, MetricsSource, router};
 use weft_metrics::storage::{Storage, StorageConfig, Store};
 use weft_metrics::tenant::Limits;
@@ -44,13 +45,17 @@ impl Tsdb {
     /// Opens the store under `<data_dir>/tsdb` (replaying its WAL) and binds the API address.
     pub async fn open(args: &MetricsArgs, data_dir: &Path) -> Result<Self, TsdbError> {
         let dir = data_dir.join(TSDB_DIR);
-        // The ingestion rate is enforced cluster-wide by the replicated store, not per replica.
+        // The ingestion rate is enforced cluster-wide by the replicated store, not per replica;
+        // replicas take out-of-order samples as far back as hand-over copies them.
         let cluster = ClusterConfig {
             replication: args.metrics_replication,
             limits: args.limits(),
         };
         let config = StorageConfig {
             dir: Some(dir.clone()),
+            head: HeadConfig {
+                ooo_window_ms: cluster::OUT_OF_ORDER_WINDOW_MS,
+            },
             limits: Limits {
                 ingestion_rate: f64::MAX,
                 ingestion_burst: f64::MAX,

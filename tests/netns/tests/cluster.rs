@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use weft_metrics::labels::{Labels, Sample, Series};
 use weft_metrics::remote_write::encode_write_request;
+use weft_metrics::ring::Ring;
+use weft_metrics::tenant::TenantId;
 use weft_netns_tests::{Host, Net, Router, full_mesh};
 
 /// The router's Prometheus API, as seen from inside its host.
@@ -161,7 +163,7 @@ fn three(net: &Net, extra: &[&str]) -> Vec<Router> {
     net.wait_until(Duration::from_secs(30), "a full mesh", || {
         full_mesh(&routers)
     });
-    for h in net.hosts() {
+    for h in &net.hosts()[..3] {
         net.wait_until(Duration::from_secs(20), "the metrics API", || {
             http(h, "GET", "/api/v1/status/buildinfo", "t", &[]).0 == 200
         });
@@ -254,9 +256,10 @@ fn failed_replicas_give_503_invalid_data_400_and_an_over_limit_tenant_429_everyw
     let (h0, h1) = (net.host(0), net.host(1));
     let t = now_ms();
 
-    // Invalid data (a sample older than one every replica has) is a client error.
+    // Invalid data (a sample two hours older than one every replica has, beyond the
+    // out-of-order window) is a client error.
     assert_eq!(push(h0, "a", &[one("x", 0, t, 1.0)]).0, 204);
-    let (status, body) = push(h0, "a", &[one("x", 0, t - 3_600_000, 1.0)]);
+    let (status, body) = push(h0, "a", &[one("x", 0, t - 7_200_000, 1.0)]);
     assert_eq!(status, 400, "{body}");
 
     // Over the rate on every router: each has its share of the burst only (40 > 90 / 3).
@@ -379,4 +382,98 @@ fn prometheus_writing_to_router_1_reads_the_same_through_router_3() {
             );
         }
     }
+}
+
+/// Whether `router` logged a completed hand-over onto a ring of `peers` routers.
+fn handed_over(router: &Router, peers: usize) -> bool {
+    let want = format!("peers={peers} ");
+    router.log().is_ok_and(|log| {
+        log.lines()
+            .any(|l| l.contains("metrics hand-over complete") && l.contains(&want))
+    })
+}
+
+#[test]
+fn a_fourth_router_joins_during_writes_and_takes_over_its_share() {
+    let net = Net::new(4).expect("net");
+    let mut routers = three(&net, &[]);
+    let (h0, h3) = (net.host(0), net.host(3));
+    let tenant = "join";
+    let start = now_ms();
+    let mut acked: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    let mut i = 0usize;
+    let mut write = |n: usize, acked: &mut BTreeMap<String, BTreeSet<i64>>| {
+        for _ in 0..n {
+            let (k, t) = (i % SERIES, start + i as i64);
+            let (status, body) = push(h0, tenant, &[one("load", k, t, i as f64)]);
+            match status {
+                204 => {
+                    acked.entry(k.to_string()).or_default().insert(t);
+                }
+                500..=599 | 0 => {}
+                other => panic!("push {i}: unexpected {other}: {body}"),
+            }
+            i += 1;
+        }
+    };
+    write(200, &mut acked);
+    routers.push(net.launch(3, &[0], &[]));
+    // Writes go on while the fourth router joins and the others hand series over to it.
+    let joined = Instant::now();
+    while !(full_mesh(&routers) && routers[..3].iter().all(|r| handed_over(r, 4))) {
+        assert!(
+            joined.elapsed() < Duration::from_secs(60),
+            "no complete hand-over to 4 routers\n{}",
+            net.log_tails()
+        );
+        write(20, &mut acked);
+    }
+    write(100, &mut acked);
+    let total: usize = acked.values().map(BTreeSet::len).sum();
+    println!("acknowledged {total} samples");
+    assert!(total >= 300, "only {total} acknowledged");
+    assert!(
+        routers[3].data_dir().join("tsdb").join(tenant).is_dir(),
+        "the new router holds nothing"
+    );
+    for h in net.hosts() {
+        assert_eq!(missing(h, tenant, &acked, now_ms()), Some(0), "{}", h.ns());
+    }
+    // The series the ring of four places on the new router, computed as the routers do.
+    let names: Vec<u64> = routers
+        .iter()
+        .map(|r| {
+            let report = r.report().expect("report");
+            let name = report.name().expect("peer name").replace(':', "");
+            u64::from_str_radix(&name, 16).expect("hex peer name")
+        })
+        .collect();
+    let ring = Ring::new(names.iter().copied());
+    let tenant_id = TenantId::new(tenant).expect("tenant");
+    let on_new: BTreeMap<String, BTreeSet<i64>> = acked
+        .iter()
+        .filter(|(k, _)| {
+            let labels = one("load", k.parse().expect("k"), 0, 0.0).labels;
+            ring.replicas(&tenant_id, &labels).contains(&names[3])
+        })
+        .map(|(k, ts)| (k.clone(), ts.clone()))
+        .collect();
+    assert!(!on_new.is_empty(), "the new router holds no series");
+    // With the three original routers gone, the new router alone still has every sample of
+    // its series, those written before it joined included: they came by hand-over.
+    for r in &routers[..3] {
+        r.kill9().expect("kill -9");
+    }
+    net.wait_until(
+        Duration::from_secs(30),
+        "the new router alone to read its series complete",
+        || missing(h3, tenant, &on_new, now_ms()) == Some(0),
+    );
+    let before_join = on_new
+        .values()
+        .flatten()
+        .filter(|t| **t < start + 200)
+        .count();
+    println!("the new router holds {before_join} samples written before it joined");
+    assert!(before_join > 0);
 }

@@ -15,6 +15,7 @@ use weft_metrics::storage::Store;
 use weft_metrics::tenant::TenantId;
 
 use super::CHANNEL;
+use super::handover;
 use super::store::{Shared, select_result, write_result};
 use super::wire::{
     self, Body, Envelope, WireError, WireSelectResult, matcher_from_wire, series_from_wire,
@@ -35,6 +36,7 @@ pub(crate) enum Request {
         tenant: TenantId,
         now_ms: i64,
         batch: Vec<Series>,
+        handover: bool,
     },
     /// Read local series.
     Select {
@@ -73,6 +75,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Incoming, WireError> {
                     tenant,
                     now_ms: w.now_ms,
                     batch,
+                    handover: w.handover,
                 },
             ))
         }
@@ -161,7 +164,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut rx: mpsc::Receiver<(PeerName,
                     tenant,
                     now_ms,
                     batch,
+                    handover: false,
                 } => Body::WriteResult(write_result(local.write(&tenant, batch, now_ms))),
+                Request::Write {
+                    tenant,
+                    now_ms,
+                    batch,
+                    handover: true,
+                } => Body::WriteResult(write_result(handover::absorb(
+                    &local, &tenant, batch, now_ms,
+                ))),
                 Request::Select {
                     tenant,
                     matchers,
@@ -231,6 +243,7 @@ mod tests {
             Body::Write(WireWrite {
                 tenant: "t".into(),
                 now_ms: 0,
+                handover: false,
                 series,
             }),
         )

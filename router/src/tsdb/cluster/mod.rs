@@ -17,12 +17,15 @@
 //!   time range pushed down), merge series by labels and keep one sample per timestamp, so a
 //!   replica missing data leaves no gap. Up to `copies - quorum` failing peers (1 of 3) are
 //!   tolerated: every series acknowledged at quorum still has a live replica; more give 503.
-//! - **Catch-up.** A restarted router misses the writes made while it was down; reads stay
-//!   complete because they merge all peers. Neither hinted hand-off nor hand-over of moved
-//!   series is implemented yet: after a ring change a series' new replicas hold only the samples
-//!   written since.
+//! - **Hand-over and catch-up** ([`handover`]). When the ring changes, every router copies the
+//!   last hour of raw samples of the series that gained replicas to those new replicas, in the
+//!   background, retrying until acknowledged; old replicas keep their data. A restarted router
+//!   catches up the same way (hand-over, not hinted hand-off or read repair): its co-replicas
+//!   see it rejoin the ring and copy what it missed. Reads merge every peer, so they are
+//!   complete before, during and after a move.
 
 mod channel;
+mod handover;
 mod store;
 mod wire;
 
@@ -30,6 +33,7 @@ use std::sync::Arc;
 
 use weft_metrics::storage::Storage;
 
+pub(crate) use handover::WINDOW_MS as OUT_OF_ORDER_WINDOW_MS;
 pub use store::{ClusterConfig, ClusterStore};
 
 use crate::mesh::PeerName;
@@ -50,5 +54,6 @@ pub(super) async fn start(
     let (channel, requests) = channel::MetricsChannel::new(store.shared());
     mesh.register(CHANNEL, Box::new(channel)).await?;
     tokio::spawn(channel::serve(store.shared(), requests));
+    tokio::spawn(handover::run(store.shared()));
     Ok(store)
 }

@@ -107,8 +107,13 @@ impl Shared {
         }
     }
 
+    /// The replication factor.
+    pub(crate) fn replication(&self) -> usize {
+        self.config.replication
+    }
+
     /// The ring of the peers the mesh knows now (this router included).
-    fn ring(&self) -> Arc<Ring> {
+    pub(crate) fn ring(&self) -> Arc<Ring> {
         let peers: Vec<u64> = {
             let status = self.topology.borrow();
             let mut p: Vec<u64> = status.peers.iter().map(|p| p.name.0).collect();
@@ -157,13 +162,15 @@ impl Shared {
             .map_err(|_| format!("peer {peer} did not answer within {REQUEST_TIMEOUT:?}"))?
     }
 
-    /// Writes `batch` on `peer` (this router: straight into the local store).
-    async fn write_on(
+    /// Writes `batch` on `peer` (this router: straight into the local store); a `handover`
+    /// copy lets the receiver skip series it cannot take.
+    pub(crate) async fn write_on(
         self: &Arc<Self>,
         peer: PeerName,
         tenant: TenantId,
         batch: Vec<Series>,
         now_ms: i64,
+        handover: bool,
     ) -> Result<(), ReplicaError> {
         if peer == self.local_name {
             let local = self.local.clone();
@@ -178,6 +185,7 @@ impl Shared {
                 tenant: tenant.as_str().to_owned(),
                 now_ms,
                 series: part.iter().map(series_to_wire).collect(),
+                handover,
             });
             match self.request(peer, body).await {
                 Ok(Body::WriteResult(r)) => match WriteStatus::try_from(r.status) {
@@ -304,7 +312,9 @@ impl Shared {
         for (peer, part) in parts {
             let (shared, tenant, tx) = (self.clone(), tenant.clone(), tx.clone());
             tokio::spawn(async move {
-                let r = shared.write_on(PeerName(peer), tenant, part, now_ms).await;
+                let r = shared
+                    .write_on(PeerName(peer), tenant, part, now_ms, false)
+                    .await;
                 let _ = tx.send((peer, r));
             });
         }

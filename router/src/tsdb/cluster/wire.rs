@@ -77,6 +77,10 @@ pub(crate) struct WireWrite {
     /// The series.
     #[prost(message, repeated, tag = "3")]
     pub(crate) series: Vec<WireSeries>,
+    /// A copy of samples the receiver may partly hold already (hand-over): series it refuses
+    /// (too old, conflicting) are skipped instead of failing the whole request.
+    #[prost(bool, tag = "4")]
+    pub(crate) handover: bool,
 }
 
 /// A series with samples.
@@ -421,6 +425,7 @@ mod tests {
             Body::Write(WireWrite {
                 tenant: "t".into(),
                 now_ms: 0,
+                handover: false,
                 series: vec![series_to_wire(&series("up", 600_000))],
             }),
         );
@@ -473,6 +478,7 @@ mod tests {
                 Body::Write(WireWrite {
                     tenant: "t".into(),
                     now_ms: 0,
+                    handover: false,
                     series: p.iter().map(series_to_wire).collect(),
                 }),
             );
