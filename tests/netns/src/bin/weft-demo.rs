@@ -2,8 +2,10 @@
 //! bridge), joined into one encrypted mesh that agrees on an address ring (`consensus=3`); prints
 //! what `weft status` shows on each, allocates an address on each host and prints every host's
 //! `weft status ipam`, attaches a named workload on two hosts and resolves one from the other by
-//! name with `dig` and pings it over the encrypted sleeve, has two tenants write metrics through one router's Prometheus API and queries
-//! them back with `weft query`, then tears everything down. Nothing is added to the machine's own
+//! name with `dig` and pings it over the encrypted sleeve, blocks it with a policy, sends 8 MiB
+//! between the two workloads and shows the flow in `weft top` and PromQL, has two tenants write
+//! metrics through one router's Prometheus API and queries them back with `weft query`, then
+//! tears everything down. Nothing is added to the machine's own
 //! network namespace.
 
 use std::process::ExitCode;
@@ -12,8 +14,8 @@ use std::time::Duration;
 use weft_netns_tests::{Net, Router, poll_until};
 
 const PASSWORD: &str = "weft-demo-secret";
-/// The ring is made by consensus of the 3 routers.
-const IPAM_FLAGS: [&str; 2] = ["--ipalloc-init", "consensus=3"];
+/// The ring is made by consensus of the 3 routers; flow counters are written every 2 s.
+const IPAM_FLAGS: [&str; 4] = ["--ipalloc-init", "consensus=3", "--flow-interval", "2s"];
 
 fn main() -> ExitCode {
     match run() {
@@ -198,7 +200,8 @@ fn resolve_by_name(net: &Net, routers: &[Router]) -> Result<(), Box<dyn std::err
     }
     show(&routers[last], &["status", "dns"])?;
     ping_over_sleeve(net, &client, &answer, &routers[last])?;
-    policy_demo(net, routers, &client, &answer)
+    policy_demo(net, routers, &client, &answer)?;
+    flows_demo(net, routers, &web, &client, &answer)
 }
 
 /// `client` pings web's address `addr` on another host; with the password every frame rides
@@ -255,6 +258,82 @@ fn policy_demo(
     }
     show(&routers[0], &["policy", "drops"])?;
     show(&routers[0], &["policy", "delete", "default/deny-web"])?;
+    Ok(())
+}
+
+/// Receives everything on TCP 7000 and prints the byte count.
+const SINK: &str = "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+s.bind(('0.0.0.0', 7000)); s.listen(1); s.settimeout(30); c, _ = s.accept(); n = 0\n\
+while True:\n    b = c.recv(65536)\n    if not b: break\n    n += len(b)\nprint(n)";
+
+/// Sends 8 MiB to argv[1]:7000 (retrying the connect while the sink starts).
+const SOURCE: &str = "import socket, sys, time\nfor i in range(50):\n    try:\n        \
+s = socket.create_connection((sys.argv[1], 7000), timeout=5); break\n    except OSError: time.sleep(0.2)\n\
+s.sendall(b'x' * (8 << 20)); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()";
+
+/// `client` sends 8 MiB to web over TCP; the client's router counts the flow from conntrack
+/// and writes it to the metrics store, and `weft top` and PromQL show it from web's host.
+fn flows_demo(
+    net: &Net,
+    routers: &[Router],
+    web: &weft_netns_tests::Workload,
+    client: &weft_netns_tests::Workload,
+    addr: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let web_router = &routers[0];
+    step("flows: client sends 8 MiB to web on TCP 7000 (counted by the client's router)");
+    let (sent, got) = std::thread::scope(|scope| {
+        let sink = scope.spawn(|| web.exec(&["python3", "-c", SINK]));
+        let sent = client.exec(&["python3", "-c", SOURCE, addr]);
+        (sent, sink.join())
+    });
+    let (sent, got) = (sent?, got.map_err(|_| "the sink panicked")??);
+    println!(
+        "  sent 8388608 bytes, web received {}",
+        String::from_utf8_lossy(&got.stdout).trim()
+    );
+    if !sent.status.success() || !got.status.success() {
+        return Err(format!("the transfer failed\n{}", net.log_tails()).into());
+    }
+    // The flow's counters reach the store within an interval or two.
+    let bytes = "sum(weft_flow_bytes_total{dst_port=\"7000\",direction=\"forward\"}) >= 8388608";
+    let listed = poll_until(Duration::from_secs(30), || {
+        let counted = web_router
+            .cli(&["query", "--tenant", "default", bytes])
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().count() > 1);
+        counted
+            && web_router.cli(&["top", "--once"]).is_ok_and(|o| {
+                let text = String::from_utf8_lossy(&o.stdout);
+                text.contains("default/client") && text.contains("7000")
+            })
+    });
+    if !listed {
+        return Err(format!("weft top did not list the flow\n{}", net.log_tails()).into());
+    }
+    step(&format!(
+        "the busiest flows of the last minute, from {}",
+        web_router.host()
+    ));
+    show(web_router, &["top", "--once"])?;
+    step("PromQL over the flow metrics (tenant = the workloads' namespace) and router health");
+    show(
+        web_router,
+        &[
+            "query",
+            "--tenant",
+            "default",
+            "sum by (src_workload, dst_workload, dst_port, direction) (weft_flow_bytes_total)",
+        ],
+    )?;
+    show(
+        web_router,
+        &[
+            "query",
+            "--tenant",
+            "weft-system",
+            "sum by (path, encryption) (weft_connections)",
+        ],
+    )?;
     Ok(())
 }
 
