@@ -552,3 +552,156 @@ async fn a_restarted_driver_still_releases_what_an_earlier_run_joined() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "the released pool is gone");
 }
+
+/// A Docker Engine API on a unix socket: the running containers (inspect JSON) and, for each
+/// `GET /events`, the next queued event stream (500 when none is left).
+#[derive(Clone, Default)]
+struct FakeEngine {
+    containers: Arc<Mutex<Vec<Value>>>,
+    streams: Arc<Mutex<std::collections::VecDeque<tokio::sync::mpsc::UnboundedReceiver<String>>>>,
+}
+
+impl FakeEngine {
+    fn serve(&self, socket: &std::path::Path) {
+        use axum::extract::{Path, State};
+        use axum::routing::get;
+        let app = axum::Router::new()
+            .route(
+                "/containers/json",
+                get(|State(e): State<FakeEngine>| async move {
+                    let list: Vec<Value> = e
+                        .containers
+                        .lock()
+                        .expect("lock")
+                        .iter()
+                        .map(|c| json!({"Id": c["Id"]}))
+                        .collect();
+                    axum::Json(list)
+                }),
+            )
+            .route(
+                "/containers/{id}/json",
+                get(
+                    |State(e): State<FakeEngine>, Path(id): Path<String>| async move {
+                        let found = e
+                            .containers
+                            .lock()
+                            .expect("lock")
+                            .iter()
+                            .find(|c| c["Id"] == id.as_str())
+                            .cloned();
+                        match found {
+                            Some(c) => (StatusCode::OK, axum::Json(c)),
+                            None => (StatusCode::NOT_FOUND, axum::Json(json!({}))),
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/events",
+                get(|State(e): State<FakeEngine>| async move {
+                    let Some(rx) = e.streams.lock().expect("lock").pop_front() else {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, Body::empty());
+                    };
+                    let lines = futures::stream::unfold(rx, |mut rx| async move {
+                        let line = rx.recv().await?;
+                        Some((Ok::<_, std::convert::Infallible>(format!("{line}\n")), rx))
+                    });
+                    (StatusCode::OK, Body::from_stream(lines))
+                }),
+            )
+            .with_state(self.clone());
+        let listener = tokio::net::UnixListener::bind(socket).expect("bind");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+
+    /// A new event stream for the watcher's next connection; its sender.
+    fn stream(&self) -> tokio::sync::mpsc::UnboundedSender<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.streams.lock().expect("lock").push_back(rx);
+        tx
+    }
+
+    /// Container `id` named `name`, on network n1 with endpoint `ep`.
+    fn run(&self, id: &str, name: &str, ep: &str) {
+        self.containers.lock().expect("lock").push(json!({
+            "Id": id, "Name": format!("/{name}"), "Config": {"Labels": {"app": name}},
+            "NetworkSettings": {"Networks": {"wnet": {"NetworkID": "n1", "EndpointID": ep}}}
+        }));
+    }
+}
+
+fn network_event(action: &str, container: &str) -> String {
+    json!({"Type": "network", "Action": action,
+           "Actor": {"ID": "n1", "Attributes": {"container": container, "name": "wnet"}}})
+    .to_string()
+}
+
+/// Waits up to 5 s for the fake backend's names to satisfy `cond`.
+async fn named_until(fake: &Fake, what: &str, cond: impl Fn(&BTreeMap<String, String>) -> bool) {
+    for _ in 0..100 {
+        let names: BTreeMap<String, String> = fake
+            .named
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(ep, (_, c))| (ep.clone(), c.name.clone()))
+            .collect();
+        if cond(&names) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "timed out waiting for {what}: {:?}",
+        fake.named.lock().expect("lock")
+    );
+}
+
+#[tokio::test]
+async fn the_watcher_names_running_containers_follows_events_and_resumes() {
+    let p = Plugin::new();
+    let pool = p.network().await;
+    for ep in ["e1", "e2", "e3"] {
+        joined_endpoint(&p, &pool, ep).await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("docker.sock");
+    let engine = FakeEngine::default();
+    engine.run("c1", "web", "e1");
+    let first = engine.stream();
+    engine.serve(&socket);
+    let api = super::Engine::from_host(&format!("unix://{}", socket.display())).expect("host");
+    let watcher = super::watch::spawn(api, p.driver.clone());
+
+    named_until(&p.fake, "the running container named", |n| {
+        n.get("e1").map(String::as_str) == Some("web")
+    })
+    .await;
+    assert_eq!(
+        p.fake.named.lock().expect("lock")["e1"].1.labels["app"],
+        "web",
+        "labels reach the backend"
+    );
+    engine.run("c2", "db", "e2");
+    first.send(network_event("connect", "c2")).expect("send");
+    named_until(&p.fake, "c2 named on connect", |n| {
+        n.get("e2").map(String::as_str) == Some("db")
+    })
+    .await;
+    first.send(network_event("disconnect", "c1")).expect("send");
+    named_until(&p.fake, "c1 unnamed on disconnect", |n| {
+        !n.contains_key("e1")
+    })
+    .await;
+
+    // The stream breaks while c3 starts: the watcher reconnects and names it from the list.
+    let _second = engine.stream();
+    engine.run("c3", "cache", "e3");
+    drop(first);
+    named_until(&p.fake, "c3 named after the reconnect", |n| {
+        n.get("e3").map(String::as_str) == Some("cache")
+    })
+    .await;
+    watcher.abort();
+}
