@@ -15,7 +15,6 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::StreamExt;
 use futures::channel::mpsc;
 use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
