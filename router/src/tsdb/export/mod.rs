@@ -175,3 +175,165 @@ impl Exporter {
         stats::exposition(&snapshots)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use weft_metrics::labels::{Labels, Sample, Series};
+    use weft_metrics::remote_write::decode_write_request;
+    use weft_metrics::storage::{Storage, StorageConfig, Store};
+
+    use super::*;
+
+    /// What the fake destination saw: (tenant, extra header, samples as (name, t, v)).
+    type Seen = Vec<(String, String, Vec<(String, i64, f64)>)>;
+
+    #[derive(Clone, Default)]
+    struct Fake {
+        /// Statuses to answer, in order; 204 once they run out.
+        answers: Arc<Mutex<VecDeque<u16>>>,
+        seen: Arc<Mutex<Seen>>,
+    }
+
+    async fn receive(State(f): State<Fake>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        let status = f.answers.lock().expect("lock").pop_front().unwrap_or(204);
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(header("content-encoding"), "snappy");
+        assert_eq!(header("x-prometheus-remote-write-version"), "0.1.0");
+        if status == 204 {
+            let series = decode_write_request(&body, 0, i64::MAX).expect("remote_write body");
+            let samples = series
+                .iter()
+                .flat_map(|s| {
+                    let name = s.labels.metric_name().unwrap_or_default().to_owned();
+                    s.samples.iter().map(move |p| (name.clone(), p.t, p.v))
+                })
+                .collect();
+            f.seen
+                .lock()
+                .expect("lock")
+                .push((header("x-scope-orgid"), header("x-test"), samples));
+        }
+        StatusCode::from_u16(status).expect("status")
+    }
+
+    fn series(name: &str, points: &[(i64, f64)]) -> Vec<Series> {
+        vec![Series {
+            labels: Labels::from_pairs([("__name__", name)]).expect("labels"),
+            samples: points.iter().map(|&(t, v)| Sample { t, v }).collect(),
+        }]
+    }
+
+    #[tokio::test]
+    async fn accepted_writes_reach_the_destination_in_order_after_retries_and_refused_ones_never() {
+        let fake = Fake::default();
+        fake.answers.lock().expect("lock").extend([503, 429]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = Router::new()
+            .route("/write", post(receive))
+            .with_state(fake.clone());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = ExportArgs {
+            urls: vec![RemoteWriteUrl::parse(&format!("http://{addr}/write")).expect("url")],
+            headers: vec![HeaderPair::parse("X-Test=yes").expect("header")],
+            tenants: vec![
+                TenantId::new("a").expect("tenant"),
+                TenantId::new("b").expect("tenant"),
+            ],
+            batch_samples: 2,
+            queue_bytes: 1 << 20,
+        };
+        let exporter = Arc::new(
+            Exporter::open(&args, dir.path())
+                .expect("open")
+                .expect("a destination"),
+        );
+        let inner = Arc::new(Storage::open(StorageConfig::default()).expect("storage"));
+        let store = ExportingStore::new(inner, exporter.clone());
+        let (a, b, c) = ["a", "b", "c"]
+            .map(|t| TenantId::new(t).expect("tenant"))
+            .into();
+        let now = 10_000;
+        store
+            .write(
+                &a,
+                series("x", &[(1_000, 1.0), (2_000, 2.0), (3_000, 3.0)]),
+                now,
+            )
+            .expect("accepted");
+        // Out of order: refused by the inner store, so never exported.
+        assert!(store.write(&a, series("x", &[(500, 9.0)]), now).is_err());
+        store
+            .write(&b, series("y", &[(1_000, 5.0)]), now)
+            .expect("accepted");
+        // Tenant c is not listed: stored, not exported.
+        store
+            .write(&c, series("z", &[(1_000, 7.0)]), now)
+            .expect("accepted");
+        assert_eq!(exporter.destinations[0].lock_queue().pending_samples(), 4);
+
+        let senders = exporter.start();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while exporter.destinations[0].lock_queue().pending_samples() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "queue not drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for s in senders {
+            s.abort();
+        }
+        server.abort();
+
+        let seen = fake.seen.lock().expect("lock").clone();
+        let x = |t, v| ("x".to_owned(), t, v);
+        assert_eq!(
+            seen,
+            vec![
+                ("a".into(), "yes".into(), vec![x(1_000, 1.0), x(2_000, 2.0)]),
+                ("a".into(), "yes".into(), vec![x(3_000, 3.0)]),
+                ("b".into(), "yes".into(), vec![("y".into(), 1_000, 5.0)]),
+            ]
+        );
+        let text = exporter.exposition();
+        let url = &args.urls[0];
+        for line in [
+            format!("weft_export_samples_sent_total{{destination=\"{url}\"}} 4"),
+            format!("weft_export_retries_total{{destination=\"{url}\"}} 2"),
+            format!("weft_export_samples_pending{{destination=\"{url}\"}} 0"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_same_url_twice_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = RemoteWriteUrl::parse("http://h/w").expect("url");
+        let args = ExportArgs {
+            urls: vec![url.clone(), url],
+            headers: Vec::new(),
+            tenants: Vec::new(),
+            batch_samples: 10,
+            queue_bytes: 1 << 20,
+        };
+        let e = Exporter::open(&args, dir.path()).expect_err("duplicate");
+        assert!(matches!(e, ExportError::Duplicate(_)), "{e}");
+    }
+}
