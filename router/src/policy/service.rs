@@ -644,6 +644,7 @@ impl PolicyService {
         st.retired = true;
         st.driver.remove()?;
         st.in_force = None;
+        st.recent.clear();
         match std::fs::remove_file(&self.shared.path) {
             Ok(()) => Ok(Some(self.shared.path.clone())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
