@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
@@ -158,13 +158,11 @@ impl Queue {
             let path = segment_path(&self.dir, id);
             let mut file = File::open(&path).map_err(|e| io(&path, e))?;
             file.seek(SeekFrom::Start(from)).map_err(|e| io(&path, e))?;
-            let mut data = Vec::new();
-            file.take(info.bytes - from)
-                .read_to_end(&mut data)
-                .map_err(|e| io(&path, e))?;
+            let mut reader = BufReader::new(file.take(info.bytes - from));
             let mut at = 0usize;
-            while let Some((payload, len)) = next_frame(&data[at..]) {
-                let (tenant, samples, body) = decode_payload(payload).ok_or_else(|| {
+            while let Some(payload) = read_frame(&mut reader).map_err(|e| io(&path, e))? {
+                let len = FRAME_HEADER + payload.len();
+                let (tenant, samples, body) = decode_payload(&payload).ok_or_else(|| {
                     ExportError::Corrupt(format!("{}: bad record at {}", path.display(), at))
                 })?;
                 if total > 0 && total + u64::from(samples) > max_samples {
@@ -389,6 +387,35 @@ fn scan_segment(path: &Path, skip: u64) -> Result<SegmentInfo, ExportError> {
         bytes: at as u64,
         samples_left,
     })
+}
+
+/// The payload of the next frame of `reader`, `None` at its end; a frame that is cut short
+/// or fails its checksum is an error (segments are checked on open, so this is damage since).
+fn read_frame(reader: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; FRAME_HEADER];
+    match reader.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let [l0, l1, l2, l3, c0, c1, c2, c3] = header;
+    let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    let crc = u32::from_le_bytes([c0, c1, c2, c3]);
+    if len > MAX_PAYLOAD {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("record of {len} bytes"),
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload)?;
+    if crc32c::crc32c(&payload) != crc {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "record checksum mismatch",
+        ));
+    }
+    Ok(Some(payload))
 }
 
 /// The payload of the intact frame at the start of `data` and the frame's length.
