@@ -39,8 +39,9 @@ struct Collection {
     objects: BTreeMap<String, Json>,
     /// Every event so far: (resourceVersion, type, object).
     log: Vec<(u64, &'static str, Json)>,
-    /// Watches from a version below this one get 410 Gone.
-    compacted: u64,
+    /// Set by [`Server::expire`]: changes are not sent nor logged (history the server lost),
+    /// and the next watch gets 410 Gone.
+    expired: bool,
     streams: Vec<mpsc::UnboundedSender<Result<Bytes, Infallible>>>,
     lists: usize,
     /// The `resourceVersion` of every watch request.
@@ -81,9 +82,11 @@ impl Server {
                 "ADDED"
             };
             c.objects.insert(key, obj.clone());
-            c.streams
-                .retain(|s| s.unbounded_send(Ok(line(kind, &obj))).is_ok());
-            c.log.push((*version, kind, obj));
+            if !c.expired {
+                c.streams
+                    .retain(|s| s.unbounded_send(Ok(line(kind, &obj))).is_ok());
+                c.log.push((*version, kind, obj));
+            }
             *version
         })
     }
@@ -93,9 +96,11 @@ impl Server {
             *version += 1;
             let mut obj = c.objects.remove(key).expect("deleting a known object");
             obj["metadata"]["resourceVersion"] = json!(version.to_string());
-            c.streams
-                .retain(|s| s.unbounded_send(Ok(line("DELETED", &obj))).is_ok());
-            c.log.push((*version, "DELETED", obj));
+            if !c.expired {
+                c.streams
+                    .retain(|s| s.unbounded_send(Ok(line("DELETED", &obj))).is_ok());
+                c.log.push((*version, "DELETED", obj));
+            }
         });
     }
 
@@ -104,10 +109,10 @@ impl Server {
         self.with(path, |c, _| c.streams.clear());
     }
 
-    /// Forgets the history of `path`: watches from a version older than the current one get
-    /// 410 Gone.
-    fn compact(&self, path: &'static str) {
-        self.with(path, |c, version| c.compacted = *version);
+    /// Loses the history of `path` from now on: changes reach no watch, and the next watch
+    /// request gets 410 Gone (its version is too old), so only a new list shows them.
+    fn expire(&self, path: &'static str) {
+        self.with(path, |c, _| c.expired = true);
     }
 
     fn lists(&self, path: &'static str) -> usize {
@@ -166,7 +171,7 @@ async fn serve(
         c.watched_from.push(from.clone());
         let from: u64 = from.parse().unwrap_or(0);
         let (tx, rx) = mpsc::unbounded();
-        if from < c.compacted {
+        if std::mem::take(&mut c.expired) {
             let gone = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
                               "message": "too old resource version", "reason": "Expired",
                               "code": 410});
@@ -397,12 +402,12 @@ async fn the_cluster_feeds_policies_labels_and_namespaces_through_breaks_and_410
     );
     assert!(rv_first < rv_before_break);
 
-    // 410 Gone: the history is compacted while the watch is down; the watcher re-lists, and
-    // what was deleted meanwhile is removed.
-    api.break_watches(POLICIES);
+    // 410 Gone: the server lost the history of what changed while the watch was down; the
+    // watcher re-lists, and what was deleted meanwhile is removed.
+    api.expire(POLICIES);
     api.delete(POLICIES, "x/deny-web");
     api.put(POLICIES, policy("x", "p3", deny_ingress_of("p3")));
-    api.compact(POLICIES);
+    api.break_watches(POLICIES);
     wait_until("the re-list after 410 is applied", || {
         let keys = policy_keys(&svc);
         keys.contains(&"x/p3".to_string()) && !keys.contains(&"x/deny-web".to_string())
@@ -437,8 +442,8 @@ async fn the_cluster_feeds_policies_labels_and_namespaces_through_breaks_and_410
     // churn when every router re-lists the same cluster.
     let generation = svc.status().generation;
     let ns_lists = api.lists(NAMESPACES);
+    api.expire(NAMESPACES);
     api.break_watches(NAMESPACES);
-    api.compact(NAMESPACES);
     wait_until("namespaces are listed again", || {
         api.lists(NAMESPACES) > ns_lists && api.open_watches(NAMESPACES) == 1
     })
