@@ -5,9 +5,9 @@
 //! datagrams still in flight.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key as AeadKey, Nonce, Tag};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 
 use super::error::SleeveError;
 use super::frame::{HEADER_LEN, Header, TAG_LEN};
@@ -31,19 +31,32 @@ impl Default for SessionConfig {
     }
 }
 
+/// A ChaCha20-Poly1305 key ready to use (ring's, for its vectorised assembly), shared with the
+/// [`Sealer`]s and [`Opener`]s taken from it.
+type Cipher = Arc<LessSafeKey>;
+
 #[derive(Clone)]
 struct Epoch {
     number: u8,
-    cipher: ChaCha20Poly1305,
+    cipher: Cipher,
     key: Key,
     window: ReplayWindow,
+}
+
+/// `key` as ring's ChaCha20-Poly1305 key.
+fn cipher_key(key: &Key) -> UnboundKey {
+    match UnboundKey::new(&CHACHA20_POLY1305, &key[..]) {
+        Ok(k) => k,
+        // ring refuses only a key of the wrong length, and a `Key` is always 32 bytes.
+        Err(_) => unreachable!("a 32-byte ChaCha20-Poly1305 key is always accepted"),
+    }
 }
 
 impl Epoch {
     fn new(number: u8, key: Key) -> Epoch {
         Epoch {
             number,
-            cipher: ChaCha20Poly1305::new(AeadKey::from_slice(&key[..])),
+            cipher: Arc::new(LessSafeKey::new(cipher_key(&key))),
             key,
             window: ReplayWindow::default(),
         }
@@ -185,7 +198,7 @@ impl Session {
 /// Seals one datagram under a nonce taken from a [`Session`].
 pub struct Sealer {
     header: Header,
-    cipher: ChaCha20Poly1305,
+    cipher: Cipher,
 }
 
 impl Sealer {
@@ -197,13 +210,13 @@ impl Sealer {
         out.extend_from_slice(payload);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&self.header.nonce()),
-                &head,
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(self.header.nonce()),
+                Aad::from(head),
                 &mut out[start + HEADER_LEN..],
             )
             .map_err(|_| SleeveError::Auth)?;
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
         Ok(())
     }
 }
@@ -211,7 +224,7 @@ impl Sealer {
 /// Opens one datagram whose header a [`Session`] accepted; see [`Session::opener`].
 pub struct Opener {
     header: Header,
-    cipher: ChaCha20Poly1305,
+    cipher: Cipher,
     /// The receiving side's next epoch, when the datagram is its first.
     next: Option<Box<Epoch>>,
 }
@@ -221,13 +234,15 @@ impl Opener {
     pub fn open(&self, datagram: &[u8]) -> Result<Vec<u8>, SleeveError> {
         let (_, sealed) = Header::decode(datagram)?;
         let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+        let tag = Tag::try_from(tag).map_err(|_| SleeveError::TooShort(datagram.len()))?;
         let mut payload = body.to_vec();
         self.cipher
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&self.header.nonce()),
-                &datagram[..HEADER_LEN],
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(self.header.nonce()),
+                Aad::from(&datagram[..HEADER_LEN]),
+                tag,
                 &mut payload,
-                Tag::from_slice(tag),
+                0..,
             )
             .map_err(|_| SleeveError::Auth)?;
         Ok(payload)
