@@ -168,6 +168,65 @@ fn apply_action(world: &mut World, action: &str) {
     }
 }
 
+/// The model's world of a case: the 9 workloads, the namespaces' labels, `policies` (the
+/// case's, or a mutant of them) and the case's `before` actions.
+fn case_world(case: &Case, policies: &str) -> World {
+    let mut world = World::default();
+    for ns in NAMESPACES {
+        world
+            .namespaces
+            .insert(ns.into(), Labels::from([("ns".into(), ns.into())]));
+    }
+    for i in 0..9 {
+        let (ns, p, addr, host) = pod(i);
+        let address = addr.parse().unwrap();
+        world.workloads.insert(
+            address,
+            WorkloadMeta {
+                address,
+                name: format!("{ns}-{p}"),
+                namespace: ns.into(),
+                labels: Labels::from([("pod".into(), p.into())]),
+                ports: NAMED_PORTS
+                    .iter()
+                    .map(|s| NamedPort::parse(s).unwrap())
+                    .collect(),
+                host: format!("h{host}"),
+            },
+        );
+    }
+    for (_, p) in parse_documents(policies).unwrap_or_else(|e| panic!("{}: {e}", case.name)) {
+        world.policies.insert(p.key.clone(), p);
+    }
+    for a in &case.before {
+        apply_action(&mut world, a);
+    }
+    world
+}
+
+/// The cells of the case's matrices where `world` disagrees: (port, source, destination).
+fn disagreements(case: &Case, world: &World) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (port, m) in &case.expect {
+        let (protocol, number) = port_flow(port);
+        for (i, row) in m.iter().enumerate() {
+            for (j, cell) in row.iter().enumerate() {
+                let Some(want) = cell else { continue };
+                let flow = Flow {
+                    src: pod(i).2.parse().unwrap(),
+                    dst: pod(j).2.parse().unwrap(),
+                    protocol,
+                    port: number,
+                };
+                if allows(world, &flow) != *want {
+                    out.push((port.clone(), pod(i).2, pod(j).2));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The hand-written matrices agree with weft's reference evaluation of Kubernetes semantics
 /// (no root needed): a wrong matrix, or a wrong model, fails here first.
 #[test]
@@ -175,59 +234,93 @@ fn case_files_agree_with_the_model() {
     let cases = load_cases();
     assert!(cases.len() >= 20, "at least 20 cases, got {}", cases.len());
     for case in &cases {
-        let mut world = World::default();
-        for ns in NAMESPACES {
-            world
-                .namespaces
-                .insert(ns.into(), Labels::from([("ns".into(), ns.into())]));
-        }
-        for i in 0..9 {
-            let (ns, p, addr, host) = pod(i);
-            let address = addr.parse().unwrap();
-            world.workloads.insert(
-                address,
-                WorkloadMeta {
-                    address,
-                    name: format!("{ns}-{p}"),
-                    namespace: ns.into(),
-                    labels: Labels::from([("pod".into(), p.into())]),
-                    ports: NAMED_PORTS
-                        .iter()
-                        .map(|s| NamedPort::parse(s).unwrap())
-                        .collect(),
-                    host: format!("h{host}"),
-                },
-            );
-        }
-        for (_, p) in
-            parse_documents(&case.policies).unwrap_or_else(|e| panic!("{}: {e}", case.name))
-        {
-            world.policies.insert(p.key.clone(), p);
-        }
-        for a in &case.before {
-            apply_action(&mut world, a);
-        }
-        for (port, m) in &case.expect {
-            let (protocol, number) = port_flow(port);
-            for (i, row) in m.iter().enumerate() {
-                for (j, cell) in row.iter().enumerate() {
-                    let Some(want) = cell else { continue };
-                    let flow = Flow {
-                        src: pod(i).2.parse().unwrap(),
-                        dst: pod(j).2.parse().unwrap(),
-                        protocol,
-                        port: number,
-                    };
-                    assert_eq!(
-                        allows(&world, &flow),
-                        *want,
-                        "{}: {port} from {} to {}",
-                        case.name,
-                        pod(i).2,
-                        pod(j).2
-                    );
+        let wrong = disagreements(case, &case_world(case, &case.policies));
+        assert!(wrong.is_empty(), "{}: {wrong:?}", case.name);
+    }
+}
+
+/// Rewrites every label selector of the JSON of a NetworkPolicy with `mutate`.
+fn mutate_selectors(v: &mut serde_json::Value, mutate: &dyn Fn(&mut serde_json::Value)) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if matches!(k.as_str(), "podSelector" | "namespaceSelector") {
+                    mutate(child);
                 }
+                mutate_selectors(child, mutate);
             }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                mutate_selectors(item, mutate);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Mutants of selector matching, each as the rewrite of the selectors that makes a correct
+/// matcher behave like the mutant: the cases must notice every one (some matrix cell differs).
+#[test]
+fn a_mutation_in_selector_matching_fails_the_cases() {
+    type Mutant = (&'static str, fn(&mut serde_json::Value));
+    let mutants: [Mutant; 5] = [
+        // Not a mutant: the JSON round trip alone changes nothing.
+        ("none", |_| {}),
+        ("matchLabels ignored", |s| {
+            if let Some(m) = s.get_mut("matchLabels") {
+                *m = serde_json::Value::Null;
+            }
+        }),
+        ("In and NotIn swapped", |s| {
+            for e in s["matchExpressions"].as_array_mut().into_iter().flatten() {
+                let op = match e["operator"].as_str() {
+                    Some("In") => "NotIn",
+                    Some("NotIn") => "In",
+                    _ => continue,
+                };
+                e["operator"] = op.into();
+            }
+        }),
+        ("Exists and DoesNotExist swapped", |s| {
+            for e in s["matchExpressions"].as_array_mut().into_iter().flatten() {
+                let op = match e["operator"].as_str() {
+                    Some("Exists") => "DoesNotExist",
+                    Some("DoesNotExist") => "Exists",
+                    _ => continue,
+                };
+                e["operator"] = op.into();
+            }
+        }),
+        ("matchExpressions ignored", |s| {
+            if let Some(m) = s.get_mut("matchExpressions") {
+                *m = serde_json::Value::Null;
+            }
+        }),
+    ];
+    let cases = load_cases();
+    for (what, mutate) in mutants {
+        let caught: Vec<&str> = cases
+            .iter()
+            .filter(|case| {
+                let mutant: Vec<String> = parse_documents(&case.policies)
+                    .expect("valid case")
+                    .into_iter()
+                    .map(|(np, _)| {
+                        let mut v = serde_json::to_value(&np).expect("policy as JSON");
+                        mutate_selectors(&mut v, &mutate);
+                        v.to_string()
+                    })
+                    .collect();
+                let world = case_world(case, &mutant.join("\n---\n"));
+                !disagreements(case, &world).is_empty()
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        if what == "none" {
+            assert!(caught.is_empty(), "the round trip alone changed {caught:?}");
+        } else {
+            assert!(!caught.is_empty(), "no case notices the mutant: {what}");
         }
     }
 }
