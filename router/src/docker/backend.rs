@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ipnetwork::Ipv4Network;
+use tracing::warn;
 
 use super::DockerError;
 use super::staging::Staging;
@@ -215,20 +216,31 @@ impl Backend for WeftBackend {
         address: Ipv4Addr,
         container: &Container,
     ) -> Result<(), DockerError> {
-        let fqdn = Fqdn::in_domain(&container.name, self.dns.domain()).map_err(|e| {
-            DockerError::BadRequest(format!("container name {:?}: {e}", container.name))
-        })?;
+        // A Docker name that is not a DNS name (`proj_web_1`) gets no record; its labels still
+        // reach policy.
+        let fqdn = match Fqdn::in_domain(&container.name, self.dns.domain()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                warn!(container = %container.name, "not registered in DNS: {e}");
+                None
+            }
+        };
         let owner = dns_owner(endpoint);
         let ip = std::net::IpAddr::V4(address);
         // A renamed container: its old name goes.
         self.dns
-            .remove(|e| e.owner == owner && (e.name != fqdn.as_str() || e.addr != ip))
+            .remove(|e| {
+                e.owner == owner
+                    && (fqdn.as_ref().is_none_or(|n| e.name != n.as_str()) || e.addr != ip)
+            })
             .await
             .map_err(|e| DockerError::Internal(format!("removing DNS records: {e}")))?;
-        self.dns
-            .add(&fqdn, &[ip], &owner)
-            .await
-            .map_err(|e| DockerError::Internal(format!("registering {fqdn}: {e}")))?;
+        if let Some(fqdn) = &fqdn {
+            self.dns
+                .add(fqdn, &[ip], &owner)
+                .await
+                .map_err(|e| DockerError::Internal(format!("registering {fqdn}: {e}")))?;
+        }
         self.policy
             .workload_up(WorkloadMeta {
                 address,

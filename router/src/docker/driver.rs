@@ -333,12 +333,15 @@ impl Driver {
             return Ok(());
         };
         let address = ep.address.ip();
-        if ep.container.take().is_some()
+        let named = ep.container.take().is_some();
+        let joined = ep.joined.take();
+        // Also when unnamed: naming may have failed half-way.
+        if (named || joined.is_some())
             && let Err(e) = self.backend.unname_workload(id).await
         {
             warn!(endpoint = %id, "removing the container's name: {e}");
         }
-        let Some(joined) = ep.joined.take() else {
+        let Some(joined) = joined else {
             return Ok(());
         };
         let undone = match inner.live.remove(id) {
@@ -458,14 +461,16 @@ impl Driver {
         if ep.joined.is_none() {
             return Ok(false);
         }
-        self.backend
-            .name_workload(endpoint, ep.address.ip(), &container)
-            .await?;
+        let address = ep.address.ip();
+        // Recorded first, so that a disconnect or Leave undoes even a naming that fails below.
         if ep.container.as_ref() != Some(&container) {
             info!(%endpoint, name = %container.name, "Docker container named");
-            ep.container = Some(container);
+            ep.container = Some(container.clone());
             self.store.save(&inner.st)?;
         }
+        self.backend
+            .name_workload(endpoint, address, &container)
+            .await?;
         Ok(true)
     }
 
