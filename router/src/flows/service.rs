@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use ipnetwork::Ipv4Network;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::{debug, info, warn};
 use weft_metrics::labels::Series;
 use weft_metrics::promql::{EngineConfig, QueryValue, instant_query};
@@ -105,6 +105,8 @@ pub struct FlowService {
     store: Arc<dyn Store>,
     local_store: Arc<Storage>,
     written: Arc<Mutex<BTreeSet<TenantId>>>,
+    /// Wakes the task to subscribe at the peers when a tap starts.
+    tap_started: Arc<Notify>,
 }
 
 impl FlowService {
@@ -140,6 +142,7 @@ impl FlowService {
             store,
             local_store,
             written: Arc::default(),
+            tap_started: Arc::default(),
         };
         let task = Task {
             table: FlowTable::new(config.args.flow_max_flows),
@@ -163,7 +166,12 @@ impl FlowService {
 
     /// A tap client is polling: keep (or start) receiving the peers' events.
     pub fn keep_tapping(&self) {
-        self.log.want(now_ms() + super::tap::SUBSCRIPTION_TTL_MS);
+        let now = now_ms();
+        let started = !self.log.wanted(now);
+        self.log.want(now + super::tap::SUBSCRIPTION_TTL_MS);
+        if started {
+            self.tap_started.notify_one();
+        }
     }
 
     /// The busiest flows of the last minute in `tenant`, or in every flow tenant this router
@@ -265,6 +273,7 @@ impl Task {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(DIRECTORY_REFRESH);
         let mut resubscribe = tokio::time::interval(RESUBSCRIBE);
+        let tap_started = self.service.tap_started.clone();
         loop {
             tokio::select! {
                 input = rx.recv() => match input {
@@ -283,6 +292,7 @@ impl Task {
                 },
                 _ = refresh.tick() => self.refresh_directory(),
                 _ = resubscribe.tick() => self.subscribe_peers().await,
+                _ = tap_started.notified() => self.subscribe_peers().await,
                 _ = tick.tick() => self.interval(&mut rx).await,
             }
         }

@@ -194,7 +194,7 @@ fn flows_are_counted_per_pair_and_tenant_shown_by_tap_and_top_and_drops_counted(
 
     // A tap on the server's router sees the client's router's events (through the mesh).
     let tap = Tap::start(&net, 1, &r1, &["--namespace", "alpha"]);
-    thread::sleep(Duration::from_secs(5));
+    thread::sleep(Duration::from_secs(2));
 
     transfer(&server, "10.32.1.2", &client, PAYLOAD);
     transfer(&bserver, "10.32.2.2", &bclient, PAYLOAD / 10);
