@@ -490,3 +490,25 @@ async fn without_a_cluster_nothing_is_watched_and_the_cli_may_edit() {
     assert!(e.to_string().contains("missing"), "{e}");
     assert!(!svc.cluster_owned());
 }
+
+#[tokio::test]
+async fn an_https_cluster_gets_a_rustls_client_without_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = policy_service(dir.path(), RecordingDriver::default()).await;
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\ncurrent-context: t\n\
+         clusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: true\n\
+         contexts:\n- name: t\n  context:\n    cluster: c\n    user: u\n\
+         users:\n- name: u\n  user: {token: secret}\n",
+    )
+    .unwrap();
+    let args = KubeArgs {
+        mode: KubeMode::Auto,
+        kubeconfig: Some(path),
+    };
+    let watcher = start(&args, &svc).await.unwrap().expect("watching");
+    assert!(svc.cluster_owned());
+    watcher.stop();
+}
