@@ -223,6 +223,14 @@ impl Queue {
         Ok(())
     }
 
+    /// Scans the queue again after [`Queue::read`] met damage made since it was opened: a
+    /// segment is cut at its first bad record. Returns the samples lost that way.
+    pub(super) fn repair(&mut self) -> Result<u64, ExportError> {
+        let before = self.pending_samples();
+        *self = Queue::open(&self.dir, self.limits)?;
+        Ok(before.saturating_sub(self.pending_samples()))
+    }
+
     /// Samples queued and not yet committed.
     pub(super) fn pending_samples(&self) -> u64 {
         self.segments.values().map(|s| s.samples_left).sum()
@@ -591,6 +599,34 @@ mod tests {
         fs::write(&seg, &data).expect("write");
         let q = Queue::open(dir.path(), big).expect("reopen");
         assert_eq!(samples(&q.read(100).expect("read")), vec![1]);
+    }
+
+    #[test]
+    fn damage_after_open_fails_the_read_and_repair_cuts_it_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut q = Queue::open(dir.path(), SMALL).expect("open");
+        for i in 1..=6 {
+            put(&mut q, "t", i);
+        }
+        let (_, first) = list_segments(dir.path())
+            .expect("list")
+            .into_iter()
+            .next()
+            .expect("a segment");
+        let mut data = fs::read(&first).expect("read");
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        fs::write(&first, &data).expect("write");
+        assert!(q.read(100).is_err(), "a damaged record is not handed out");
+        let in_first = q.segments.values().next().expect("segment").samples_left;
+        let lost = q.repair().expect("repair");
+        assert!(lost > 0 && lost <= in_first, "lost {lost} of {in_first}");
+        let left = q.read(100).expect("read after repair");
+        assert_eq!(
+            left.iter().map(|w| u64::from(w.samples)).sum::<u64>(),
+            21 - lost
+        );
+        assert_eq!(left.last().map(|w| w.samples), Some(6));
     }
 
     #[test]

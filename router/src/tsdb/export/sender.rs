@@ -49,7 +49,14 @@ pub(super) async fn run(dest: Arc<Destination>, mut client: Client, batch: u32) 
         let writes = match read {
             Ok(w) => w,
             Err(e) => {
-                warn!(destination = %dest.url, "reading the export queue: {e}");
+                warn!(destination = %dest.url, "reading the export queue: {e}; repairing it");
+                let d = dest.clone();
+                let repaired = tokio::task::spawn_blocking(move || d.lock_queue().repair()).await;
+                match repaired {
+                    Ok(Ok(lost)) => Stats::add(&dest.stats.dropped, lost),
+                    Ok(Err(e)) => warn!(destination = %dest.url, "repairing the queue: {e}"),
+                    Err(e) => warn!(destination = %dest.url, "repairing the queue: {e}"),
+                }
                 tokio::time::sleep(IDLE_POLL).await;
                 continue;
             }

@@ -11,7 +11,7 @@ pub(super) struct Stats {
     pub(super) sent: AtomicU64,
     /// Samples the destination refused for good (4xx other than 429).
     pub(super) failed: AtomicU64,
-    /// Samples dropped before sending: queue over its size cap, or not queued at all.
+    /// Samples dropped before sending: queue over its size cap, damaged, or not queued at all.
     pub(super) dropped: AtomicU64,
     /// Requests retried after a 5xx, a 429 or a connection error.
     pub(super) retries: AtomicU64,
@@ -74,7 +74,7 @@ pub(super) fn exposition(snapshots: &[Snapshot]) -> String {
         (
             "weft_export_samples_dropped_total",
             "counter",
-            "Samples dropped before sending because the queue was over its size cap.",
+            "Samples dropped before sending: queue over its size cap or damaged on disk.",
             |s| s.dropped,
         ),
         (
