@@ -407,6 +407,9 @@ fn docker_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
     // and `docker network rm`, and new containers are still named.
     r0.kill9().expect("kill -9");
     r0.restart().expect("restart");
+    net.wait_until(CONVERGE, "cc still named after the restart", || {
+        lookup(&r0, "cc") == [a.clone()] && lookup(&r1, "cc") == [a.clone()]
+    });
     let before = veths(net.host(0).ns());
     d0.ok(&["rm", "-f", "cc"]);
     assert_eq!(
