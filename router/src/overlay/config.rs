@@ -19,7 +19,8 @@ pub const DEFAULT_RANGE: &str = "10.32.0.0/12";
 /// Bytes VXLAN adds over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const VXLAN_OVERHEAD: u32 = 50;
 /// Bytes the encrypted sleeve adds over IPv4: outer IPv4 (20) + UDP (8) + sleeve header (10) +
-/// Poly1305 tag (16) + inner Ethernet (14). The unencrypted sleeve adds less than VXLAN.
+/// Poly1305 tag (16) + inner Ethernet (14). The unencrypted sleeve adds less than VXLAN. (Only
+/// TCP super-segments also carry their offload header, and they are fragmented anyway.)
 pub const SEALED_SLEEVE_OVERHEAD: u32 = 68;
 /// Smallest overlay MTU accepted: the IPv6 minimum, so the overlay can carry IPv6 too.
 pub const MIN_MTU: u32 = 1280;

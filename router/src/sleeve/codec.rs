@@ -1,18 +1,21 @@
-//! What goes into a UDP 6783 datagram: a packet of the TAP port (its offload header, see
-//! [`super::vnet`], then the Ethernet frame); with a password sealed by the peer's [`Session`],
-//! without, one type byte ([`PLAIN`]) then the packet as is. Sans-IO.
+//! What goes into a UDP 6783 datagram: a packet of the TAP port as [`Carried`] (a bare Ethernet
+//! frame, or a segmented one with its offload header, see [`super::vnet`]); with a password
+//! sealed by the peer's [`Session`], without, one type byte ([`PLAIN`] or [`PLAIN_OFFLOAD`])
+//! then the bytes as they are. Sans-IO.
 
 use super::error::SleeveError;
 use super::session::{Opener, Sealer, Session};
-use super::vnet;
+use super::vnet::{self, Carried};
 
-/// Type byte of an unencrypted data frame.
+/// Type byte of an unencrypted bare frame.
 pub const PLAIN: u8 = 0x02;
+/// Type byte of an unencrypted frame with its offload header.
+pub const PLAIN_OFFLOAD: u8 = 0x04;
 /// Shortest Ethernet frame accepted (destination, source, ethertype).
 pub const MIN_FRAME: usize = 14;
-/// Bytes an unencrypted datagram adds to its frame.
+/// Bytes an unencrypted datagram adds to a bare frame.
 pub const PLAIN_OVERHEAD: usize = 1;
-/// Bytes an encrypted datagram adds to its frame.
+/// Bytes an encrypted datagram adds to a bare frame.
 pub const SEALED_OVERHEAD: usize = super::frame::HEADER_LEN + super::frame::TAG_LEN;
 
 /// How one peer's frames are framed.
@@ -50,13 +53,13 @@ impl Codec {
         }
     }
 
-    /// Appends the datagram carrying `frame` (a TAP packet: offload header and frame) to `out`.
-    pub fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), SleeveError> {
-        self.encoder()?.encode(frame, out)
+    /// Appends the datagram carrying `packet` to `out`.
+    pub fn encode(&mut self, packet: Carried<'_>, out: &mut Vec<u8>) -> Result<(), SleeveError> {
+        self.encoder()?.encode(packet, out)
     }
 
-    /// The TAP packet carried by `datagram`, checked ([`vnet::check`]) before it may go to the
-    /// TAP port; anything else is an error to count.
+    /// The TAP packet (offload header and frame) carried by `datagram`, checked
+    /// ([`vnet::check`]) before it may go to the TAP port; anything else is an error to count.
     pub fn decode(&mut self, datagram: &[u8]) -> Result<Vec<u8>, SleeveError> {
         let decoder = self.decoder(datagram)?;
         let frame = decoder.decode(datagram)?;
@@ -79,15 +82,16 @@ pub enum Encoder {
 }
 
 impl Encoder {
-    /// Appends the datagram carrying `frame` to `out`.
-    pub fn encode(self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), SleeveError> {
+    /// Appends the datagram carrying `packet` to `out`.
+    pub fn encode(self, packet: Carried<'_>, out: &mut Vec<u8>) -> Result<(), SleeveError> {
+        let offload = matches!(packet, Carried::Offload(_));
         match self {
             Encoder::Plain => {
-                out.push(PLAIN);
-                out.extend_from_slice(frame);
+                out.push(if offload { PLAIN_OFFLOAD } else { PLAIN });
+                out.extend_from_slice(packet.bytes());
                 Ok(())
             }
-            Encoder::Sealed(s) => s.seal(frame, out),
+            Encoder::Sealed(s) => s.seal(packet.bytes(), offload, out),
         }
     }
 }
@@ -101,18 +105,39 @@ pub enum Decoder {
 }
 
 impl Decoder {
-    /// The checked TAP packet carried by `datagram`.
+    /// The checked TAP packet (offload header and frame) carried by `datagram`.
     pub fn decode(&self, datagram: &[u8]) -> Result<Vec<u8>, SleeveError> {
-        let frame = match self {
-            Decoder::Plain => match datagram.split_first() {
-                Some((&PLAIN, frame)) => frame.to_vec(),
-                Some((&other, _)) => return Err(SleeveError::UnknownType(other)),
-                None => return Err(SleeveError::TooShort(0)),
-            },
-            Decoder::Sealed(o) => o.open(datagram)?,
+        let mut copy = datagram.to_vec();
+        let carried = self.decode_in_place(&mut copy)?;
+        let mut packet = carried.header().to_vec();
+        packet.extend_from_slice(carried.frame());
+        Ok(packet)
+    }
+
+    /// The checked packet carried by `datagram`, decrypted in `datagram`'s own buffer.
+    pub fn decode_in_place<'d>(&self, datagram: &'d mut [u8]) -> Result<Carried<'d>, SleeveError> {
+        let carried = match self {
+            Decoder::Plain => {
+                let datagram: &'d [u8] = datagram;
+                match datagram.split_first() {
+                    Some((&PLAIN, frame)) => Carried::Bare(frame),
+                    Some((&PLAIN_OFFLOAD, packet)) => Carried::Offload(packet),
+                    Some((&other, _)) => return Err(SleeveError::UnknownType(other)),
+                    None => return Err(SleeveError::TooShort(0)),
+                }
+            }
+            Decoder::Sealed(o) => {
+                let offload = o.offload();
+                let payload = o.open_in_place(datagram)?;
+                if offload {
+                    Carried::Offload(payload)
+                } else {
+                    Carried::Bare(payload)
+                }
+            }
         };
-        vnet::check(&frame)?;
-        Ok(frame)
+        vnet::check(carried)?;
+        Ok(carried)
     }
 }
 
@@ -121,9 +146,10 @@ mod tests {
     use super::*;
     use crate::mesh::PeerName;
     use crate::sleeve::SessionConfig;
-    use crate::sleeve::vnet::VnetHeader;
+    use crate::sleeve::vnet::{F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN, VnetHeader};
     use proptest::prelude::*;
 
+    /// A TAP packet: an all-zero offload header, then `frame`.
     fn packet(frame: &[u8]) -> Vec<u8> {
         let mut p = VnetHeader::PLAIN.encode().to_vec();
         p.extend_from_slice(frame);
@@ -141,22 +167,47 @@ mod tests {
         )
     }
 
+    /// A TCP super-segment's packet: its offload header, then a frame of `len` bytes.
+    fn segmented(len: usize) -> Vec<u8> {
+        let h = VnetHeader {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1398,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut p = h.encode().to_vec();
+        p.extend(std::iter::repeat_n(0x5a, len));
+        p
+    }
+
     #[test]
     fn plain_round_trips_and_refuses_foreign_or_short() {
-        let frame = packet(&[0xabu8; 60]);
+        let frame = [0xabu8; 60];
         let mut out = Vec::new();
-        Codec::Plain.encode(&frame, &mut out).unwrap();
-        assert_eq!(out.len(), frame.len() + PLAIN_OVERHEAD);
-        assert_eq!(Codec::Plain.decode(&out).unwrap(), frame);
+        Codec::Plain
+            .encode(Carried::Bare(&frame), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), frame.len() + PLAIN_OVERHEAD, "a bare frame");
+        assert_eq!(Codec::Plain.decode(&out).unwrap(), packet(&frame));
+        let big = segmented(9000);
+        let mut out = Vec::new();
+        Codec::Plain
+            .encode(Carried::Offload(&big), &mut out)
+            .unwrap();
+        assert_eq!(out[0], PLAIN_OFFLOAD);
+        assert_eq!(Codec::Plain.decode(&out).unwrap(), big);
         assert_eq!(Codec::Plain.decode(&[]), Err(SleeveError::TooShort(0)));
         assert_eq!(
             Codec::Plain.decode(&[0x01, 1, 2]),
             Err(SleeveError::UnknownType(0x01))
         );
-        let mut short = vec![PLAIN];
-        short.extend(packet(&[1, 2, 3]));
-        assert_eq!(Codec::Plain.decode(&short), Err(SleeveError::ShortFrame(3)));
-        let mut odd = vec![PLAIN, 0x40];
+        assert_eq!(
+            Codec::Plain.decode(&[PLAIN, 1, 2, 3]),
+            Err(SleeveError::ShortFrame(3))
+        );
+        let mut odd = vec![PLAIN_OFFLOAD, 0x40];
         odd.extend([0; 70]);
         assert_eq!(
             Codec::Plain.decode(&odd),
@@ -167,14 +218,27 @@ mod tests {
     #[test]
     fn sealed_round_trips_and_plain_datagrams_do_not_open() {
         let (mut a, mut b) = sealed_pair();
-        let frame = &packet(b"\xff\xff\xff\xff\xff\xff\x02\0\0\0\0\x01\x08\x06marker");
+        let frame = b"\xff\xff\xff\xff\xff\xff\x02\0\0\0\0\x01\x08\x06marker";
         let mut out = Vec::new();
-        a.encode(frame, &mut out).unwrap();
+        a.encode(Carried::Bare(frame), &mut out).unwrap();
         assert_eq!(out.len(), frame.len() + SEALED_OVERHEAD);
         assert!(!out.windows(6).any(|w| w == b"marker"));
-        assert_eq!(&b.decode(&out).unwrap(), frame);
+        assert_eq!(b.decode(&out).unwrap(), packet(frame));
+        let big = segmented(20_000);
+        let mut out = Vec::new();
+        a.encode(Carried::Offload(&big), &mut out).unwrap();
+        assert_eq!(out.len(), big.len() + SEALED_OVERHEAD);
+        assert_eq!(b.decode(&out).unwrap(), big);
+        // The type byte is authenticated: a bare frame cannot be passed off as segmented.
+        let mut out = Vec::new();
+        a.encode(Carried::Bare(&big[VNET_HDR_LEN..]), &mut out)
+            .unwrap();
+        out[0] = crate::sleeve::frame::DATA_OFFLOAD;
+        assert_eq!(b.decode(&out), Err(SleeveError::Auth));
         let mut plain = Vec::new();
-        Codec::Plain.encode(frame, &mut plain).unwrap();
+        Codec::Plain
+            .encode(Carried::Bare(frame), &mut plain)
+            .unwrap();
         assert!(b.decode(&plain).is_err());
         assert!(b.encrypted() && !Codec::Plain.encrypted());
     }

@@ -1,11 +1,14 @@
-//! The sleeve datagram: a 10-byte header (type, key epoch, 64-bit counter, big-endian) followed
+//! The sleeve datagram: a 10-byte header (type: bare frame or with its offload header, key
+//! epoch, 64-bit counter, big-endian) followed
 //! by the ChaCha20-Poly1305 ciphertext and its 16-byte tag. The header is the AEAD's associated
 //! data; the counter is the nonce.
 
 use super::error::SleeveError;
 
-/// Type byte of an encrypted data frame.
+/// Type byte of an encrypted bare frame.
 pub const DATA: u8 = 0x01;
+/// Type byte of an encrypted frame with its offload header (see [`super::vnet`]).
+pub const DATA_OFFLOAD: u8 = 0x03;
 /// Header length.
 pub const HEADER_LEN: usize = 10;
 /// Poly1305 tag length.
@@ -14,6 +17,8 @@ pub const TAG_LEN: usize = 16;
 /// A parsed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// Whether the payload starts with the frame's offload header.
+    pub offload: bool,
     /// Key epoch (wraps).
     pub epoch: u8,
     /// Per-epoch counter, the nonce.
@@ -24,7 +29,7 @@ impl Header {
     /// The header's bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0; HEADER_LEN];
-        out[0] = DATA;
+        out[0] = if self.offload { DATA_OFFLOAD } else { DATA };
         out[1] = self.epoch;
         out[2..].copy_from_slice(&self.counter.to_be_bytes());
         out
@@ -36,13 +41,16 @@ impl Header {
             return Err(SleeveError::TooShort(datagram.len()));
         }
         let (head, rest) = datagram.split_at(HEADER_LEN);
-        if head[0] != DATA {
-            return Err(SleeveError::UnknownType(head[0]));
-        }
+        let offload = match head[0] {
+            DATA => false,
+            DATA_OFFLOAD => true,
+            other => return Err(SleeveError::UnknownType(other)),
+        };
         let mut counter = [0; 8];
         counter.copy_from_slice(&head[2..]);
         Ok((
             Header {
+                offload,
                 epoch: head[1],
                 counter: u64::from_be_bytes(counter),
             },
@@ -65,8 +73,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn header_round_trips(epoch: u8, counter: u64, body in proptest::collection::vec(any::<u8>(), TAG_LEN..64)) {
-            let h = Header { epoch, counter };
+        fn header_round_trips(offload: bool, epoch: u8, counter: u64, body in proptest::collection::vec(any::<u8>(), TAG_LEN..64)) {
+            let h = Header { offload, epoch, counter };
             let mut d = h.encode().to_vec();
             d.extend_from_slice(&body);
             let (back, rest) = Header::decode(&d).unwrap();

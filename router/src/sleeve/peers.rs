@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::codec::Codec;
 use super::error::SleeveError;
 use super::forward::MacTable;
+use super::vnet::Carried;
 use crate::mesh::{ConnId, PeerName};
 
 /// One sleeve peer.
@@ -32,17 +33,17 @@ impl PeerEntry {
         f(&mut self.codec.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Appends the datagram carrying `frame` to `out`, holding the codec only to take a nonce,
+    /// Appends the datagram carrying `packet` to `out`, holding the codec only to take a nonce,
     /// so several threads seal for one peer at once.
-    pub fn encode(&self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), SleeveError> {
-        self.with_codec(Codec::encoder)?.encode(frame, out)
+    pub fn encode(&self, packet: Carried<'_>, out: &mut Vec<u8>) -> Result<(), SleeveError> {
+        self.with_codec(Codec::encoder)?.encode(packet, out)
     }
 
-    /// The TAP packet carried by `datagram`, holding the codec only to check and then record
-    /// the header, so opening does not hold up the peer's senders.
-    pub fn decode(&self, datagram: &[u8]) -> Result<Vec<u8>, SleeveError> {
+    /// The packet carried by `datagram`, decrypted in its own buffer, holding the codec only to
+    /// check and then record the header, so opening does not hold up the peer's senders.
+    pub fn decode<'d>(&self, datagram: &'d mut [u8]) -> Result<Carried<'d>, SleeveError> {
         let decoder = self.with_codec(|c| c.decoder(datagram))?;
-        let frame = decoder.decode(datagram)?;
+        let frame = decoder.decode_in_place(datagram)?;
         self.with_codec(|c| c.accept(decoder))?;
         Ok(frame)
     }

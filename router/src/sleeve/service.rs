@@ -1,12 +1,12 @@
 //! The sleeve's threads: each worker owns one TAP queue and one UDP socket on port 6783. Its
 //! sending thread reads packets (offload header and frame, TCP in segments of up to 64 KiB)
-//! from the TAP queue, picks their peers ([`super::forward`]),
+//! from the TAP queue, settles single frames' checksums ([`vnet::settle`]), picks their peers ([`super::forward`]),
 //! frames or seals them ([`super::codec`]) and sends them with `sendmmsg`; its receiving thread
 //! takes datagrams with `recvmmsg`, opens them, learns the source MAC and writes the frame to the
 //! TAP queue. Anything that does not open is dropped and counted, never fatal.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,7 +22,7 @@ use super::peers::{CounterSnapshot, Counters, PeerEntry, Shared};
 use super::session::{Session, SessionConfig};
 use super::tap;
 use super::udp::{self, RecvBatch};
-use super::vnet;
+use super::vnet::{self, Carried};
 use crate::mesh::{ConnId, PeerName};
 
 /// Frames read from the TAP port per `sendmmsg`.
@@ -181,7 +181,7 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn push(&mut self, peer: &PeerEntry, frame: &[u8], counters: &Counters) {
+    fn push(&mut self, peer: &PeerEntry, packet: Carried<'_>, counters: &Counters) {
         if self.used == self.items.len() {
             self.items
                 .push((peer.addr, Vec::with_capacity(udp::MAX_DATAGRAM)));
@@ -189,7 +189,7 @@ impl Outbox {
         let (addr, buf) = &mut self.items[self.used];
         *addr = peer.addr;
         buf.clear();
-        match peer.encode(frame, buf) {
+        match peer.encode(packet, buf) {
             // A super-segment too large for one datagram is dropped; the TAP port's and the
             // workloads' GSO limits keep TCP's segments below this.
             Ok(()) if buf.len() > udp::MAX_PAYLOAD => {
@@ -229,18 +229,18 @@ fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
                     break;
                 }
             };
-            let frame = &packet[..n];
-            match shared.with_macs(|t| t.destination(vnet::frame(frame))) {
+            let carried = vnet::settle(&mut packet[..n]);
+            match shared.with_macs(|t| t.destination(carried.frame())) {
                 // A peer back on the fast path gets its frames through VXLAN; the bridge
                 // relearns there once the overlay flushed its entries on this port.
                 Destination::Peer(p) => {
                     if let Some(peer) = shared.peer(p).filter(|p| p.via_sleeve()) {
-                        out.push(&peer, frame, &shared.counters);
+                        out.push(&peer, carried, &shared.counters);
                     }
                 }
                 Destination::Flood => {
                     for peer in shared.all().iter().filter(|p| p.via_sleeve()) {
-                        out.push(peer, frame, &shared.counters);
+                        out.push(peer, carried, &shared.counters);
                     }
                 }
                 Destination::Drop => {}
@@ -271,7 +271,7 @@ fn rx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
                 Counters::bump(&shared.counters.garbage);
                 continue;
             };
-            let frame = match peer.decode(datagram) {
+            let carried = match peer.decode(datagram) {
                 Ok(f) => f,
                 Err(e) => {
                     debug!(peer = %peer.name, "dropped datagram: {e}");
@@ -279,12 +279,16 @@ fn rx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
                     continue;
                 }
             };
-            if let Some(mac) = src_mac(vnet::frame(&frame)) {
+            if let Some(mac) = src_mac(carried.frame()) {
                 shared.learn(mac, peer.name);
             }
-            // A TAP write takes the whole frame or fails.
-            match (&*tap).write(&frame) {
-                Ok(n) if n == frame.len() => Counters::bump(&shared.counters.rx_frames),
+            // A TAP write takes the whole packet or fails.
+            let header = carried.header();
+            let parts = [IoSlice::new(&header), IoSlice::new(carried.frame())];
+            match (&*tap).write_vectored(&parts) {
+                Ok(n) if n == header.len() + carried.frame().len() => {
+                    Counters::bump(&shared.counters.rx_frames)
+                }
                 _ => Counters::bump(&shared.counters.errors),
             }
         }

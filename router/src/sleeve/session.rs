@@ -112,6 +112,7 @@ impl Session {
             self.sealed_epochs += 1;
         }
         let header = Header {
+            offload: false,
             epoch: self.send.number,
             counter: self.send_counter,
         };
@@ -122,9 +123,9 @@ impl Session {
         })
     }
 
-    /// Seals `payload` into a datagram appended to `out`.
+    /// Seals `payload` (a bare frame) into a datagram appended to `out`.
     pub fn seal(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SleeveError> {
-        self.sealer()?.seal(payload, out)
+        self.sealer()?.seal(payload, false, out)
     }
 
     /// Checks a datagram's header against the receiving side (usable epoch, not replayed) and
@@ -202,8 +203,15 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    /// Seals `payload` into a datagram appended to `out`.
-    pub fn seal(self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SleeveError> {
+    /// Seals `payload` into a datagram appended to `out`; `offload` says whether it starts with
+    /// the frame's offload header.
+    pub fn seal(
+        mut self,
+        payload: &[u8],
+        offload: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SleeveError> {
+        self.header.offload = offload;
         let head = self.header.encode();
         let start = out.len();
         out.extend_from_slice(&head);
@@ -230,18 +238,34 @@ pub struct Opener {
 }
 
 impl Opener {
+    /// Whether the payload starts with the frame's offload header.
+    pub fn offload(&self) -> bool {
+        self.header.offload
+    }
+
     /// The payload of `datagram` (the one given to [`Session::opener`]), if it authenticates.
     pub fn open(&self, datagram: &[u8]) -> Result<Vec<u8>, SleeveError> {
-        let (_, sealed) = Header::decode(datagram)?;
-        let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-        let tag = Tag::try_from(tag).map_err(|_| SleeveError::TooShort(datagram.len()))?;
-        let mut payload = body.to_vec();
-        self.cipher
+        let mut copy = datagram.to_vec();
+        Ok(self.open_in_place(&mut copy)?.to_vec())
+    }
+
+    /// Like [`Opener::open`], decrypting in `datagram`'s own buffer: the payload is the
+    /// returned part of it.
+    pub fn open_in_place<'d>(&self, datagram: &'d mut [u8]) -> Result<&'d [u8], SleeveError> {
+        let len = datagram.len();
+        if len < HEADER_LEN + TAG_LEN {
+            return Err(SleeveError::TooShort(len));
+        }
+        let (head, sealed) = datagram.split_at_mut(HEADER_LEN);
+        let (body, tag) = sealed.split_at_mut(len - HEADER_LEN - TAG_LEN);
+        let tag = Tag::try_from(&*tag).map_err(|_| SleeveError::TooShort(len))?;
+        let payload = self
+            .cipher
             .open_in_place_separate_tag(
                 Nonce::assume_unique_for_key(self.header.nonce()),
-                Aad::from(&datagram[..HEADER_LEN]),
+                Aad::from(&*head),
                 tag,
-                &mut payload,
+                body,
                 0..,
             )
             .map_err(|_| SleeveError::Auth)?;
@@ -312,14 +336,15 @@ mod tests {
             a.sealer().unwrap(),
         );
         let mut d2 = Vec::new();
-        s2.seal(b"two", &mut d2).unwrap();
+        s2.seal(b"two", true, &mut d2).unwrap();
         let mut d0 = Vec::new();
-        s0.seal(b"zero", &mut d0).unwrap();
+        s0.seal(b"zero", false, &mut d0).unwrap();
         let mut d1 = Vec::new();
-        s1.seal(b"one", &mut d1).unwrap();
+        s1.seal(b"one", false, &mut d1).unwrap();
         assert_eq!((d0[1], d1[1], d2[1]), (0, 0, 1), "epochs");
         // Two threads open the same datagram at once: only the first to record it wins.
         let (o1, o2) = (b.opener(&d2).unwrap(), b.opener(&d2).unwrap());
+        assert!(o1.offload() && !b.opener(&d0).unwrap().offload());
         assert_eq!(o1.open(&d2).unwrap(), b"two");
         assert_eq!(o2.open(&d2).unwrap(), b"two");
         b.accept(o1).unwrap();

@@ -156,9 +156,15 @@ impl RecvBatch {
         Ok(self.filled)
     }
 
-    /// The datagrams of the last [`RecvBatch::recv`], with their senders.
-    pub fn datagrams(&self) -> impl Iterator<Item = (Option<SocketAddr>, &[u8])> {
-        (0..self.filled).map(|i| (sender(&self.addrs[i]), &self.bufs[i][..self.lens[i]]))
+    /// The datagrams of the last [`RecvBatch::recv`], with their senders, to be decoded in
+    /// place.
+    pub fn datagrams(&mut self) -> impl Iterator<Item = (Option<SocketAddr>, &mut [u8])> {
+        self.bufs
+            .iter_mut()
+            .zip(&self.addrs)
+            .zip(&self.lens)
+            .take(self.filled)
+            .map(|((buf, addr), &len)| (sender(addr), &mut buf[..len]))
     }
 }
 

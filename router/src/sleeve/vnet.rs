@@ -4,7 +4,9 @@
 //! (checksum start and offset, segment size). The sleeve carries header and frame across as one
 //! datagram, and the receiving TAP port gives the kernel the same header, so segmentation and
 //! checksumming happen at most once, after the sleeve, or never when the receiver is local.
-//! Sans-IO: only the check of a header that came from a peer.
+//! Only segmented packets need their header on the wire: a single frame's checksum is finished
+//! here, as a NIC would ([`settle`]), and it crosses bare, so the sleeve adds nothing to
+//! full-size frames. Sans-IO.
 
 use super::error::SleeveError;
 
@@ -78,15 +80,88 @@ impl VnetHeader {
     }
 }
 
-/// The Ethernet frame of a packet read from or written to the TAP port.
-pub fn frame(packet: &[u8]) -> &[u8] {
-    packet.get(VNET_HDR_LEN..).unwrap_or_default()
+/// A TAP packet as a datagram carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried<'a> {
+    /// A frame that asks nothing of the receiving kernel (its header would be all zero).
+    Bare(&'a [u8]),
+    /// The offload header, then the frame.
+    Offload(&'a [u8]),
 }
 
-/// Checks a packet (header and frame) that came from a peer before it is given to the TAP
-/// port: known flags and segmentation types only, a segment size exactly when segmented, and a
-/// checksum position inside the frame.
-pub fn check(packet: &[u8]) -> Result<(), SleeveError> {
+impl<'a> Carried<'a> {
+    /// The Ethernet frame.
+    pub fn frame(&self) -> &'a [u8] {
+        match self {
+            Carried::Bare(f) => f,
+            Carried::Offload(p) => p.get(VNET_HDR_LEN..).unwrap_or_default(),
+        }
+    }
+
+    /// The offload header the TAP port is given with the frame.
+    pub fn header(&self) -> [u8; VNET_HDR_LEN] {
+        match self {
+            Carried::Bare(_) => VnetHeader::PLAIN.encode(),
+            Carried::Offload(p) => VnetHeader::decode(p).unwrap_or(VnetHeader::PLAIN).encode(),
+        }
+    }
+
+    /// The bytes on the wire (before sealing).
+    pub fn bytes(&self) -> &'a [u8] {
+        match self {
+            Carried::Bare(b) | Carried::Offload(b) => b,
+        }
+    }
+}
+
+/// Makes a packet read from the TAP port ready to carry: a single frame whose checksum is still
+/// to be done gets it, and a single frame crosses bare; a segmented packet keeps its header.
+pub fn settle(packet: &mut [u8]) -> Carried<'_> {
+    let Some(h) = VnetHeader::decode(packet) else {
+        return Carried::Offload(packet);
+    };
+    let needs_csum = h.flags & F_NEEDS_CSUM != 0;
+    let start = usize::from(h.csum_start);
+    let at = start + usize::from(h.csum_offset);
+    if h.gso_type != GSO_NONE || (needs_csum && at + 2 > packet.len() - VNET_HDR_LEN) {
+        return Carried::Offload(packet);
+    }
+    let frame = &mut packet[VNET_HDR_LEN..];
+    if needs_csum {
+        // The field holds the pseudo-header's sum; the checksum covers it, as in the kernel's
+        // skb_checksum_help (a zero result is sent as 0xffff, its other form).
+        let sum = match !fold(&frame[start..]) {
+            0 => 0xffff,
+            s => s,
+        };
+        frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    }
+    Carried::Bare(frame)
+}
+
+/// The ones' complement sum of `data` as big-endian 16-bit words, folded.
+fn fold(data: &[u8]) -> u16 {
+    let mut sum: u64 = data
+        .chunks(2)
+        .map(|c| u64::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Checks a packet that came from a peer before it is given to the TAP port: a bare frame must
+/// hold an Ethernet header; an offload header must have known flags and segmentation types
+/// only, a segment size exactly when segmented, and a checksum position inside the frame.
+pub fn check(carried: Carried<'_>) -> Result<(), SleeveError> {
+    let packet = match carried {
+        Carried::Bare(f) if f.len() < super::codec::MIN_FRAME => {
+            return Err(SleeveError::ShortFrame(f.len()));
+        }
+        Carried::Bare(_) => return Ok(()),
+        Carried::Offload(p) => p,
+    };
     let Some(h) = VnetHeader::decode(packet) else {
         return Err(SleeveError::ShortFrame(packet.len()));
     };
@@ -121,9 +196,87 @@ mod tests {
         p
     }
 
+    fn check_packet(p: &[u8]) -> Result<(), SleeveError> {
+        check(Carried::Offload(p))
+    }
+
+    /// An Ethernet + IPv4 + UDP frame carrying `payload`, its UDP checksum left for the NIC
+    /// (the field holds the pseudo-header's folded sum, as the kernel leaves it).
+    fn udp_needing_checksum(payload: &[u8]) -> (Vec<u8>, u16) {
+        let (src, dst) = ([10, 32, 0, 1], [10, 32, 0, 2]);
+        let udp_len = (8 + payload.len()) as u16;
+        let mut f = vec![0xff; 12];
+        f.extend([0x08, 0x00]);
+        f.extend([0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f.extend(src);
+        f.extend(dst);
+        f.extend([0x30, 0x39, 0x13, 0x88]);
+        f.extend(udp_len.to_be_bytes());
+        let mut pseudo = [src, dst].concat();
+        pseudo.extend([0, 17]);
+        pseudo.extend(udp_len.to_be_bytes());
+        f.extend(fold(&pseudo).to_be_bytes());
+        f.extend_from_slice(payload);
+        let h = VnetHeader {
+            flags: F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..VnetHeader::PLAIN
+        };
+        let mut p = h.encode().to_vec();
+        p.extend(f);
+        (p, fold(&pseudo))
+    }
+
+    #[test]
+    fn a_single_frame_gets_its_checksum_and_crosses_bare() {
+        for payload in [&b"odd-length payload!"[..], b"even payload"] {
+            let (mut p, pseudo) = udp_needing_checksum(payload);
+            let Carried::Bare(frame) = settle(&mut p) else {
+                panic!("a single frame must cross bare");
+            };
+            // Verifying as a receiver does: pseudo-header + segment sums to all ones.
+            let mut whole = pseudo.to_be_bytes().to_vec();
+            whole.extend_from_slice(&frame[34..]);
+            assert_eq!(fold(&whole), 0xffff, "{payload:?}");
+            assert_ne!(&frame[40..42], &[0, 0]);
+            let c = Carried::Bare(frame);
+            assert_eq!(c.header(), VnetHeader::PLAIN.encode());
+            assert_eq!(check(c), Ok(()));
+        }
+        let mut tso = packet(
+            VnetHeader {
+                flags: F_NEEDS_CSUM,
+                gso_type: GSO_TCPV4,
+                hdr_len: 66,
+                gso_size: 1398,
+                csum_start: 34,
+                csum_offset: 16,
+            },
+            3000,
+        );
+        let before = tso.clone();
+        assert_eq!(settle(&mut tso), Carried::Offload(&before));
+        assert_eq!(Carried::Offload(&before).frame().len(), 3000);
+        let mut bad = packet(
+            VnetHeader {
+                flags: F_NEEDS_CSUM,
+                csum_start: 50,
+                csum_offset: 16,
+                ..VnetHeader::PLAIN
+            },
+            60,
+        );
+        assert!(matches!(settle(&mut bad), Carried::Offload(_)));
+        assert_eq!(
+            check(Carried::Bare(&[0; 13])),
+            Err(SleeveError::ShortFrame(13))
+        );
+    }
+
     #[test]
     fn plain_and_segmented_packets_pass_and_odd_ones_do_not() {
-        assert_eq!(check(&packet(VnetHeader::PLAIN, 60)), Ok(()));
+        assert_eq!(check_packet(&packet(VnetHeader::PLAIN, 60)), Ok(()));
         let tso = VnetHeader {
             flags: F_NEEDS_CSUM,
             gso_type: GSO_TCPV4,
@@ -132,9 +285,9 @@ mod tests {
             csum_start: 34,
             csum_offset: 16,
         };
-        assert_eq!(check(&packet(tso, 60_000)), Ok(()));
+        assert_eq!(check_packet(&packet(tso, 60_000)), Ok(()));
         assert_eq!(
-            check(&packet(
+            check_packet(&packet(
                 VnetHeader {
                     gso_type: GSO_TCPV6 | GSO_ECN,
                     ..tso
@@ -159,17 +312,18 @@ mod tests {
         ];
         for h in refused {
             assert!(
-                matches!(check(&packet(h, 60_000)), Err(SleeveError::BadOffload(..))),
+                matches!(
+                    check_packet(&packet(h, 60_000)),
+                    Err(SleeveError::BadOffload(..))
+                ),
                 "{h:?} accepted"
             );
         }
         assert_eq!(
-            check(&packet(VnetHeader::PLAIN, 13)),
+            check_packet(&packet(VnetHeader::PLAIN, 13)),
             Err(SleeveError::ShortFrame(13))
         );
-        assert_eq!(check(&[0; 9]), Err(SleeveError::ShortFrame(9)));
-        assert_eq!(frame(&packet(VnetHeader::PLAIN, 20)).len(), 20);
-        assert!(frame(&[1, 2]).is_empty());
+        assert_eq!(check_packet(&[0; 9]), Err(SleeveError::ShortFrame(9)));
     }
 
     proptest! {
@@ -181,7 +335,10 @@ mod tests {
 
         #[test]
         fn check_never_panics(d in proptest::collection::vec(any::<u8>(), 0..80)) {
-            let _ = check(&d);
+            let _ = check_packet(&d);
+            let _ = check(Carried::Bare(&d));
+            let mut d = d;
+            let _ = settle(&mut d);
         }
     }
 }
