@@ -7,6 +7,9 @@
 //! router of the destination workload counts it. Connections between two workloads therefore
 //! appear once in the mesh, in the tenant of the source workload, however many routers'
 //! conntrack tables they cross.
+//!
+//! An address that is no workload but has a DNS record (`weft dns-add`) is named by the
+//! record (its FQDN without the final dot) in namespace [`UNKNOWN`] or [`WORLD`].
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -68,6 +71,7 @@ pub(crate) struct Directory {
     local: String,
     range: Option<Ipv4Network>,
     workloads: HashMap<Ipv4Addr, Known>,
+    names: HashMap<Ipv4Addr, String>,
 }
 
 impl Directory {
@@ -82,17 +86,35 @@ impl Directory {
             local,
             range: Some(range),
             workloads: workloads.into_iter().collect(),
+            names: HashMap::new(),
         }
     }
 
-    fn endpoint(&self, addr: Ipv4Addr) -> Endpoint {
-        match self.workloads.get(&addr) {
-            Some(w) => Endpoint::named(&w.name, &w.namespace),
-            None if self.range.is_some_and(|r| r.contains(addr)) => {
-                Endpoint::named(UNKNOWN, UNKNOWN)
+    /// Adds DNS names (`name.weft.local.`) of addresses; the first name of an address wins.
+    pub(crate) fn with_names(
+        mut self,
+        names: impl IntoIterator<Item = (Ipv4Addr, String)>,
+    ) -> Self {
+        for (addr, name) in names {
+            let name = name.trim_end_matches('.').to_string();
+            if !name.is_empty() {
+                self.names.entry(addr).or_insert(name);
             }
-            None => Endpoint::named(WORLD, WORLD),
         }
+        self
+    }
+
+    fn endpoint(&self, addr: Ipv4Addr) -> Endpoint {
+        if let Some(w) = self.workloads.get(&addr) {
+            return Endpoint::named(&w.name, &w.namespace);
+        }
+        let namespace = if self.range.is_some_and(|r| r.contains(addr)) {
+            UNKNOWN
+        } else {
+            WORLD
+        };
+        let name = self.names.get(&addr).map_or(namespace, String::as_str);
+        Endpoint::named(name, namespace)
     }
 
     /// The sides of the connection `t` (original direction) when this router counts it.
@@ -189,5 +211,23 @@ pub(crate) mod tests {
         assert_eq!(d.classify(&t([192, 168, 1, 5], [192, 168, 1, 6])), None);
         // A non-workload source towards a remote workload is that router's.
         assert_eq!(d.classify(&t([192, 168, 1, 5], [10, 32, 0, 2])), None);
+    }
+
+    #[test]
+    fn addresses_with_a_dns_record_are_named_by_it() {
+        let d = sample().with_names([
+            (Ipv4Addr::new(10, 32, 9, 9), "dns.weft.local.".to_string()),
+            (Ipv4Addr::new(10, 32, 9, 9), "other.weft.local.".to_string()),
+            (Ipv4Addr::new(10, 32, 0, 1), "web.weft.local.".to_string()),
+        ]);
+        let s = d
+            .classify(&t([10, 32, 0, 1], [10, 32, 9, 9]))
+            .expect("local");
+        assert_eq!(s.dst, Endpoint::named("dns.weft.local", UNKNOWN));
+        assert_eq!(
+            s.src,
+            Endpoint::named("web", "shop"),
+            "workloads keep their names"
+        );
     }
 }

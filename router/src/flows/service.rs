@@ -8,6 +8,7 @@
 //! that subscribed to them.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -309,8 +310,21 @@ impl Task {
                 },
             )
         });
+        let mut names: Vec<(Ipv4Addr, String)> = self
+            .sources
+            .dns
+            .entries()
+            .into_iter()
+            .filter(|e| e.tombstone.is_none())
+            .filter_map(|e| match e.addr {
+                std::net::IpAddr::V4(a) => Some((a, e.name)),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        names.sort();
         self.directory =
-            Directory::new(self.config.local.to_string(), self.config.range, workloads);
+            Directory::new(self.config.local.to_string(), self.config.range, workloads)
+                .with_names(names);
     }
 
     async fn input(&mut self, input: Input) {
@@ -509,4 +523,78 @@ fn write_all(
         }
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_metrics::labels::{Labels, Sample};
+    use weft_metrics::storage::StorageConfig;
+
+    use super::*;
+
+    fn bytes(src: &str, dst: &str, port: &str, per_second: f64, now: i64) -> Series {
+        let labels = Labels::from_pairs([
+            ("__name__", BYTES),
+            ("src_workload", src),
+            ("src_namespace", "shop"),
+            ("dst_workload", dst),
+            ("dst_namespace", "shop"),
+            ("dst_port", port),
+            ("protocol", "tcp"),
+            ("direction", "forward"),
+        ])
+        .expect("labels");
+        let samples = (0..=60)
+            .map(|i| Sample {
+                t: now - 60_000 + i * 1000,
+                v: per_second * i as f64,
+            })
+            .collect();
+        Series { labels, samples }
+    }
+
+    #[test]
+    fn top_ranks_flows_by_their_byte_rate_over_the_last_minute() {
+        let store = Storage::open(StorageConfig::default()).expect("store");
+        let now = 1_800_000_000_000;
+        let shop = TenantId::new("shop").expect("tenant");
+        let other = TenantId::new("other").expect("tenant");
+        store
+            .write(
+                &shop,
+                vec![
+                    bytes("web", "db", "5432", 1000.0, now),
+                    bytes("web", "cache", "6379", 5000.0, now),
+                ],
+                now,
+            )
+            .expect("write");
+        store
+            .write(&other, vec![bytes("a", "b", "80", 10.0, now)], now)
+            .expect("write");
+        let rows = top_rows(&store, &[shop.clone(), other], 10, now).expect("top");
+        let got: Vec<(String, String, String, i64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.tenant.clone(),
+                    r.dst.clone(),
+                    r.dst_port.clone(),
+                    r.bytes_per_second.round() as i64,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("shop".into(), "shop/cache".into(), "6379".into(), 5000),
+                ("shop".into(), "shop/db".into(), "5432".into(), 1000),
+                ("other".into(), "shop/b".into(), "80".into(), 10),
+            ]
+        );
+        assert_eq!(rows[0].src, "shop/web");
+        let one = top_rows(&store, &[shop], 1, now).expect("top");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].dst, "shop/cache");
+    }
 }
