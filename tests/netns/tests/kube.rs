@@ -1,8 +1,9 @@
-//! End-to-end: a router launched with `--kubeconfig` pointing at an API server this test runs
-//! in the router's host namespace (plain HTTP, list and watch JSON of Pods, Namespaces and
-//! NetworkPolicies). A NetworkPolicy created in the "cluster" is enforced, a pod's label change
-//! moves it into the allowed set, deleting the policy restores access, and the CLI refuses to
-//! edit what the cluster owns. Needs root, `ip`, `nft`, `ping`, and
+//! End-to-end: two routers launched with `--kubeconfig` pointing at an API server this test
+//! runs in the first host's namespace (plain HTTP, list and watch JSON of Pods, Namespaces and
+//! NetworkPolicies). A NetworkPolicy created in the "cluster" is enforced on one host against a
+//! pod on the other, whose labels its own router takes from the cluster and gossips; a pod's
+//! label change moves it into the allowed set, deleting the policy restores access, and the CLI
+//! refuses to edit what the cluster owns. Needs root, `ip`, `nft`, `ping`, and
 //! `cargo build -p weft-router --bins` first.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use weft_netns_tests::{Host, Net, Workload, pings};
+use weft_netns_tests::{Host, Net, Router, Workload, pings};
 
 const POLICIES: &str = "/apis/networking.k8s.io/v1/networkpolicies";
 const NAMESPACES: &str = "/api/v1/namespaces";
@@ -185,7 +186,7 @@ fn deny_web_except_friends() -> Value {
 
 #[test]
 fn cluster_network_policies_and_pod_labels_are_enforced() {
-    let net = Net::new(1).expect("net");
+    let net = Net::new(2).expect("net");
     let api = FakeApi::start(net.host(0));
     api.put(
         NAMESPACES,
@@ -195,12 +196,20 @@ fn cluster_network_policies_and_pod_labels_are_enforced() {
     api.put(PODS, pod("web", "web"));
     api.put(PODS, pod("client", "client"));
     let kubeconfig = api.kubeconfig(&net);
-    let router = net.launch(0, &[], &["--kubeconfig", &kubeconfig]);
+    let flags = ["--kubeconfig", &kubeconfig, "--ipalloc-init", "consensus=2"];
+    let router = net.launch(0, &[], &flags);
+    let other = net.launch(1, &[0], &flags);
+    net.wait_until(Duration::from_secs(30), "the two routers connected", || {
+        router
+            .report()
+            .is_ok_and(|r| r.connected_to(&net.host(1).addr().to_string()))
+    });
 
-    // Workloads attached as CNI would (namespace and pod name, no labels): the pods' labels
-    // come from the cluster, matched by namespace and name.
-    let attach = |w: &Workload, addr: &str, name: &str| {
-        router.cli_ok(&[
+    // Workloads attached as CNI would (namespace and pod name, no labels), web on the first
+    // host and client on the second: the pods' labels come from the cluster, matched by
+    // namespace and name, each written by the pod's own router.
+    let attach = |r: &Router, w: &Workload, addr: &str, name: &str| {
+        r.cli_ok(&[
             "attach",
             addr,
             "--netns",
@@ -212,9 +221,9 @@ fn cluster_network_policies_and_pod_labels_are_enforced() {
         ]);
     };
     let web = net.add_workload(0, "web").expect("workload");
-    let client = net.add_workload(0, "client").expect("workload");
-    attach(&web, "10.32.0.10/12", "web");
-    attach(&client, "10.32.0.11/12", "client");
+    let client = net.add_workload(1, "client").expect("workload");
+    attach(&router, &web, "10.32.0.10/12", "web");
+    attach(&other, &client, "10.32.0.11/12", "client");
     let web_ip = Ipv4Addr::new(10, 32, 0, 10);
     net.wait_until(Duration::from_secs(10), "client pings web", || {
         pings(&client, web_ip)
@@ -226,6 +235,11 @@ fn cluster_network_policies_and_pod_labels_are_enforced() {
         let list = router.cli_ok(&["policy", "list"]);
         list.contains("x/web-friends") && list.contains("x/web")
     });
+    net.wait_until(
+        Duration::from_secs(10),
+        "the other router has the policy",
+        || other.cli_ok(&["policy", "list"]).contains("x/web-friends"),
+    );
     net.wait_until(Duration::from_secs(10), "client is blocked", || {
         !pings(&client, web_ip)
     });
@@ -243,7 +257,7 @@ fn cluster_network_policies_and_pod_labels_are_enforced() {
         vec!["label", "x/client", "app=friend"],
         vec!["namespace", "label", "x", "team=a"],
     ] {
-        let err = router.cli_err(&args);
+        let err = other.cli_err(&args);
         assert!(err.contains("kubectl"), "weft {args:?}: {err}");
     }
 
