@@ -121,7 +121,7 @@ pub(crate) struct Health {
     pub(crate) flows: usize,
     /// Connections folded into `other` flows.
     pub(crate) flows_folded: u64,
-    /// Conntrack messages lost or undecodable.
+    /// Conntrack socket overruns (events lost) and undecodable messages.
     pub(crate) conntrack_errors: u64,
 }
 
