@@ -217,6 +217,7 @@ fn kill_9_of_a_replica_during_writes_loses_no_acknowledged_sample() {
         "reads while a replica is down\n{}",
         net.log_tails()
     );
+    let before = [hand_overs(&routers[0], 3), hand_overs(&routers[2], 3)];
     routers[1].restart().expect("restart");
     net.wait_until(Duration::from_secs(60), "router 1 back in the mesh", || {
         full_mesh(&routers) && http(h1, "GET", "/api/v1/status/buildinfo", "t", &[]).0 == 200
@@ -237,6 +238,20 @@ fn kill_9_of_a_replica_during_writes_loses_no_acknowledged_sample() {
         );
         assert!(Instant::now() < deadline);
     }
+    // Router 1 catches up on what it missed: once the others handed over to it again, it
+    // alone reads every acknowledged sample.
+    net.wait_until(
+        Duration::from_secs(30),
+        "hand-over to the restarted router",
+        || hand_overs(&routers[0], 3) > before[0] && hand_overs(&routers[2], 3) > before[1],
+    );
+    routers[0].kill9().expect("kill -9");
+    routers[2].kill9().expect("kill -9");
+    net.wait_until(
+        Duration::from_secs(30),
+        "router 1 alone to read every acknowledged sample",
+        || missing(h1, tenant, &acked, now_ms()) == Some(0),
+    );
 }
 
 #[test]
@@ -384,12 +399,13 @@ fn prometheus_writing_to_router_1_reads_the_same_through_router_3() {
     }
 }
 
-/// Whether `router` logged a completed hand-over onto a ring of `peers` routers.
-fn handed_over(router: &Router, peers: usize) -> bool {
+/// How many hand-overs onto a ring of `peers` routers `router` logged as complete.
+fn hand_overs(router: &Router, peers: usize) -> usize {
     let want = format!("peers={peers} ");
-    router.log().is_ok_and(|log| {
+    router.log().map_or(0, |log| {
         log.lines()
-            .any(|l| l.contains("metrics hand-over complete") && l.contains(&want))
+            .filter(|l| l.contains("metrics hand-over complete") && l.contains(&want))
+            .count()
     })
 }
 
@@ -420,7 +436,7 @@ fn a_fourth_router_joins_during_writes_and_takes_over_its_share() {
     routers.push(net.launch(3, &[0], &[]));
     // Writes go on while the fourth router joins and the others hand series over to it.
     let joined = Instant::now();
-    while !(full_mesh(&routers) && routers[..3].iter().all(|r| handed_over(r, 4))) {
+    while !(full_mesh(&routers) && routers[..3].iter().all(|r| hand_overs(r, 4) > 0)) {
         assert!(
             joined.elapsed() < Duration::from_secs(60),
             "no complete hand-over to 4 routers\n{}",

@@ -112,6 +112,12 @@ impl Shared {
         self.config.replication
     }
 
+    /// The peers the mesh knows now with their incarnation (a restart changes it).
+    pub(crate) fn members(&self) -> BTreeMap<u64, u64> {
+        let status = self.topology.borrow();
+        status.peers.iter().map(|p| (p.name.0, p.uid)).collect()
+    }
+
     /// The ring of the peers the mesh knows now (this router included).
     pub(crate) fn ring(&self) -> Arc<Ring> {
         let peers: Vec<u64> = {
