@@ -103,8 +103,8 @@ fn add_element_counters(v: &mut serde_json::Value) {
     }
 }
 
-/// Drop counts in the JSON of `nft -j list table inet weft`: named counters by name, and
-/// per-port set elements by [`port_counter_name`].
+/// Drop counts in the JSON of an `nft -j list` of table `inet weft` (or of its counters or
+/// sets): named counters by name, and per-port set elements by [`port_counter_name`].
 pub fn parse_counts(json: &str) -> Result<BTreeMap<String, u64>, PolicyError> {
     let v: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| PolicyError::Firewall(format!("reading nft's listing: {e}")))?;
@@ -533,13 +533,24 @@ impl FirewallDriver for NftDriver {
     }
 
     fn counters(&mut self) -> Result<BTreeMap<String, u64>, PolicyError> {
-        let args = ["list", "table", "inet", TABLE];
-        match nftables::helper::get_current_ruleset_raw(nftables::helper::DEFAULT_NFT, args) {
-            Ok(json) => parse_counts(&json),
-            // No table yet (nothing enforced): no counters.
-            Err(nftables::helper::NftablesError::NftFailed { .. }) => Ok(BTreeMap::new()),
-            Err(e) => Err(nft_error(e)),
+        // The named counters and the two per-port sets only: listing the whole table would
+        // print every address set too.
+        let ingress = port_set_name(Direction::Ingress);
+        let egress = port_set_name(Direction::Egress);
+        let mut out = BTreeMap::new();
+        for args in [
+            ["list", "counters", "table", "inet", TABLE],
+            ["list", "set", "inet", TABLE, &ingress],
+            ["list", "set", "inet", TABLE, &egress],
+        ] {
+            match nftables::helper::get_current_ruleset_raw(nftables::helper::DEFAULT_NFT, args) {
+                Ok(json) => out.extend(parse_counts(&json)?),
+                // No table yet (nothing enforced): no counters.
+                Err(nftables::helper::NftablesError::NftFailed { .. }) => {}
+                Err(e) => return Err(nft_error(e)),
+            }
         }
+        Ok(out)
     }
 
     fn remove(&mut self) -> Result<(), PolicyError> {
