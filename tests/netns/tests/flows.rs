@@ -73,7 +73,8 @@ fn transfer(server: &Workload, ip: &str, client: &Workload, bytes: u64) {
     });
 }
 
-/// The value of a one-element instant query through `weft query`, if any.
+/// The value of the first row of an instant query through `weft query`, if any; the series
+/// must print without spaces (an aggregate such as `sum(...)`, or a bare metric name).
 fn value(r: &Router, tenant: &str, expr: &str) -> Option<f64> {
     let out = r.cli_ok(&["query", "--tenant", tenant, expr]);
     let line = out.lines().nth(1)?;
@@ -323,5 +324,59 @@ fn flows_are_counted_per_pair_and_tenant_shown_by_tap_and_top_and_drops_counted(
         !bad.status.success() && output_text(&bad).contains("--flow-tenant-from"),
         "{}",
         output_text(&bad)
+    );
+}
+
+#[test]
+fn a_fixed_tenant_holds_every_flow_including_same_host_icmp() {
+    let net = Net::new(1).expect("net");
+    let r = net.launch(
+        0,
+        &[],
+        &["--flow-interval", "1s", "--flow-tenant-from", "fixed:ops"],
+    );
+    let a = net.add_workload(0, "a").expect("workload");
+    let b = net.add_workload(0, "b").expect("workload");
+    attach(&r, &a, "10.32.3.1", "a", "team-a", "app=a");
+    attach(&r, &b, "10.32.3.2", "b", "team-b", "app=b");
+    thread::sleep(Duration::from_secs(2));
+    let tap = Tap::start(&net, 0, &r, &["--to", "team-b/b"]);
+    thread::sleep(Duration::from_secs(1));
+    let ping = a
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.32.3.2"])
+        .expect("ping");
+    assert!(ping.status.success(), "ping: {}", output_text(&ping));
+    let back = b
+        .exec(&["ping", "-c", "1", "-W", "1", "10.32.3.1"])
+        .expect("ping");
+    assert!(back.status.success(), "ping: {}", output_text(&back));
+
+    // Both workloads are local: each direction is counted once, as its own flow, in tenant ops.
+    let icmp = r#"weft_flow_packets_total{src_workload="a",dst_workload="b",protocol="icmp",direction="forward"}"#;
+    let icmp_sum = format!("sum({icmp})");
+    net.wait_until(SETTLE, "a's pings in tenant ops", || {
+        value(&r, "ops", &icmp_sum).is_some_and(|v| v >= 3.0)
+    });
+    let reverse = r#"sum(weft_flow_packets_total{src_workload="b",dst_workload="a",protocol="icmp",direction="forward"})"#;
+    net.wait_until(SETTLE, "b's ping in tenant ops", || {
+        value(&r, "ops", reverse).is_some_and(|v| v >= 1.0)
+    });
+    assert_eq!(
+        value(&r, "team-a", icmp),
+        None,
+        "the namespace got a tenant"
+    );
+    // ICMP has no port label.
+    let labels = r.cli_ok(&["query", "--tenant", "ops", icmp]);
+    assert!(!labels.contains("dst_port"), "{labels}");
+
+    // The tap filtered on the destination shows a -> b and not b -> a.
+    net.wait_until(SETTLE, "weft tap --to b shows a's ping", || {
+        tap.saw(|l| l.starts_with("open") && l.contains("team-a/a 10.32.3.1 -> team-b/b"))
+    });
+    assert!(
+        !tap.saw(|l| l.contains("team-b/b 10.32.3.2 -> ")),
+        "--to let b's own flow through: {:?}",
+        tap.lines()
     );
 }
