@@ -237,30 +237,8 @@ mod tests {
         metrics: MetricsArgs,
     }
 
-    /// A mesh of this router alone (on a loopback port), for the replicated store.
-    fn mesh() -> (MeshHandle, PeerName) {
-        let name = PeerName(0x02_00_00_00_00_01);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("mesh port");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let handle = crate::mesh::driver::start(crate::mesh::driver::MeshDriverConfig {
-            local: crate::mesh::PeerInfo {
-                name,
-                nickname: "test".into(),
-                uid: 1,
-                listen_port: port,
-            },
-            password: None,
-            conn_limit: 10,
-            targets: Vec::new(),
-            listener: TcpListener::from_std(listener).expect("tokio listener"),
-            links: None,
-        });
-        (handle, name)
-    }
-
     async fn serve(tsdb: Tsdb) -> TsdbHandle {
-        let (mesh, name) = mesh();
+        let (mesh, name) = cluster::test_mesh();
         tsdb.serve(mesh, name).await.expect("serve")
     }
 

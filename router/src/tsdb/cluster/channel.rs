@@ -250,6 +250,49 @@ mod tests {
         .encode_to_vec()
     }
 
+    #[tokio::test]
+    async fn malformed_and_oversized_messages_are_channel_errors_and_store_nothing() {
+        use weft_metrics::storage::{Storage, StorageConfig};
+
+        use crate::tsdb::cluster::{ClusterConfig, ClusterStore, test_mesh};
+
+        let local = Arc::new(Storage::open(StorageConfig::default()).expect("storage"));
+        let (mesh, name) = test_mesh();
+        let config = ClusterConfig {
+            replication: 3,
+            limits: weft_metrics::tenant::Limits::default(),
+        };
+        let store = ClusterStore::new(local.clone(), name, mesh, config);
+        let (mut channel, mut rx) = MetricsChannel::new(store.shared());
+        let src = PeerName(0x02_00_00_00_00_02);
+        let good = WireSeries {
+            labels: vec!["__name__".into(), "up".into()],
+            timestamps: vec![1],
+            values: vec![1.0],
+        };
+        let mut bad = good.clone();
+        bad.values.push(2.0);
+        let oversized = vec![0u8; wire::MAX_MESSAGE + 1];
+        for payload in [
+            b"\xff\xff garbage".to_vec(),
+            write(vec![good.clone(), bad]),
+            oversized,
+        ] {
+            // An error here makes the mesh close the connection the message came on.
+            assert!(matches!(
+                channel.on_unicast(src, &payload),
+                Err(GossipError::Decode { .. })
+            ));
+        }
+        assert!(rx.try_recv().is_err(), "a refused message was queued");
+        assert!(local.tenants().expect("tenants").is_empty());
+        channel.on_unicast(src, &write(vec![good])).expect("valid");
+        assert!(matches!(
+            rx.try_recv(),
+            Ok((p, 1, Request::Write { .. })) if p == src
+        ));
+    }
+
     #[test]
     fn a_write_with_one_bad_series_is_refused_whole() {
         let good = WireSeries {

@@ -57,3 +57,25 @@ pub(super) async fn start(
     tokio::spawn(handover::run(store.shared()));
     Ok(store)
 }
+/// A mesh of one router (on a loopback port), for tests of the replicated store.
+#[cfg(test)]
+pub(crate) fn test_mesh() -> (MeshHandle, PeerName) {
+    let name = PeerName(0x02_00_00_00_00_01);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("mesh port");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let handle = crate::mesh::driver::start(crate::mesh::driver::MeshDriverConfig {
+        local: crate::mesh::PeerInfo {
+            name,
+            nickname: "test".into(),
+            uid: 1,
+            listen_port: port,
+        },
+        password: None,
+        conn_limit: 10,
+        targets: Vec::new(),
+        listener: tokio::net::TcpListener::from_std(listener).expect("tokio listener"),
+        links: None,
+    });
+    (handle, name)
+}
