@@ -397,3 +397,24 @@ async fn query_errors_use_the_prometheus_shape() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(json(&body)["errorType"], "execution");
 }
+
+#[test]
+fn replication_errors_map_to_retryable_503_and_refusals_to_400() {
+    let status = |e: WriteError| ApiError::from(e).status();
+    assert_eq!(
+        status(WriteError::NoQuorum("1 of 3".into())),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        status(WriteError::Refused("out of order".into())),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        ApiError::from(StorageError::Unavailable("2 peers down".into())).status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        ApiError::from(StorageError::Poisoned).status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
