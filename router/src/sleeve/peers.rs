@@ -108,6 +108,11 @@ struct PeerMap {
 pub struct Shared {
     peers: RwLock<PeerMap>,
     macs: RwLock<MacTable>,
+    /// Held while a batch is handed to the kernel. A datagram larger than the path MTU leaves as
+    /// IP fragments, and a receiver drops a datagram whose fragments arrive with too many
+    /// fragments of other datagrams from the same host in between (`ipfrag_max_dist`, 64 by
+    /// default): one thread sending at a time keeps each datagram's fragments together.
+    pub sending: Mutex<()>,
     /// The counters.
     pub counters: Counters,
 }

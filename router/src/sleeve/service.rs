@@ -8,8 +8,8 @@
 use std::fs::File;
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -247,7 +247,12 @@ fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
             }
         }
         if out.used > 0 {
+            let sending = shared
+                .sending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let failed = udp::send_batch(sock, &out.items[..out.used]);
+            drop(sending);
             shared
                 .counters
                 .errors
