@@ -44,6 +44,9 @@ pub struct SleeveConfig {
     pub encrypted: bool,
     /// UDP port to listen on and send to.
     pub port: u16,
+    /// Whether the TAP port hands out TCP segments of up to 64 KiB (sent as one datagram, so
+    /// as IP fragments on the underlay) instead of MTU-sized frames.
+    pub offload: bool,
 }
 
 /// One peer as `weft status connections` shows it.
@@ -73,7 +76,7 @@ impl Sleeve {
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, MAX_WORKERS);
-        let queues = tap::open_queues(workers)?;
+        let queues = tap::open_queues(workers, config.offload)?;
         let shared = Arc::new(Shared::default());
         for (i, queue) in queues.into_iter().enumerate() {
             let sock = Arc::new(udp::bind(config.port)?);
@@ -92,6 +95,7 @@ impl Sleeve {
             port = config.port,
             workers,
             encrypted = config.encrypted,
+            offload = config.offload,
             "sleeve up"
         );
         Ok(Sleeve { shared, config })

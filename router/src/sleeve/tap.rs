@@ -1,7 +1,7 @@
 //! The sleeve's TAP port: a multi-queue TAP device (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`), one
-//! non-blocking queue per worker thread. Its checksum and TCP segmentation offloads are on, so
-//! every packet read or written starts with a little-endian virtio-net header
-//! ([`super::vnet`]) and TCP comes out in segments of up to 64 KiB. The device lives as long as
+//! non-blocking queue per worker thread. Every packet read or written starts with a
+//! little-endian virtio-net header ([`super::vnet`]); when the checksum and TCP segmentation
+//! offloads are on, TCP comes out in segments of up to 64 KiB. The device lives as long as
 //! its queues are open.
 
 use std::fs::{File, OpenOptions};
@@ -13,12 +13,14 @@ use super::error::StartError;
 /// Name of the sleeve's TAP port on the bridge.
 pub const TAP: &str = "weft-sleeve";
 
-/// Opens `queues` queues of the TAP device [`TAP`], creating it.
-pub fn open_queues(queues: usize) -> Result<Vec<File>, StartError> {
+/// Opens `queues` queues of the TAP device [`TAP`], creating it; with `offload`, turns its
+/// checksum and TCP segmentation offloads on (else every packet comes out whole, with an
+/// all-zero offload header).
+pub fn open_queues(queues: usize, offload: bool) -> Result<Vec<File>, StartError> {
     let files: Vec<File> = (0..queues.max(1))
         .map(|_| open_queue())
         .collect::<Result<_, _>>()?;
-    if let Some(first) = files.first() {
+    if let Some(first) = files.first().filter(|_| offload) {
         let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
         // SAFETY: TUNSETOFFLOAD takes its argument by value.
         let rc = unsafe {
