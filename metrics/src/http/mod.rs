@@ -24,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::index::Matcher;
-use crate::labels::Labels;
 use crate::promql::{self, EngineConfig, QueryError, QueryValue};
 use crate::remote_write::decode_write_request;
 use crate::storage::{StorageError, Store, WriteError};
@@ -430,6 +429,64 @@ fn range_params(p: &[(String, String)]) -> Result<(i64, i64), ApiError> {
     ))
 }
 
+/// What a `series`, `labels` or `label/{name}/values` request selects: tenant, `match[]`
+/// matcher sets and time range.
+struct Selection {
+    tenant: TenantId,
+    sets: Vec<Vec<Matcher>>,
+    start: i64,
+    end: i64,
+}
+
+impl Selection {
+    /// Reads the tenant, the `match[]` sets and `start`/`end`, in that order of errors. Without
+    /// a `match[]`: an error when `required`, else one empty set (every series).
+    fn read(
+        st: &ApiState,
+        method: &Method,
+        q: Option<String>,
+        headers: &HeaderMap,
+        body: &[u8],
+        required: bool,
+    ) -> Result<Self, ApiError> {
+        let tenant = tenant(headers, &st.config)?;
+        let p = request_params(method, q, headers, body);
+        let mut sets = match_params(&p)?;
+        if sets.is_empty() {
+            if required {
+                return Err(ApiError::bad_data("no match[] parameter provided"));
+            }
+            sets.push(Vec::new());
+        }
+        let (start, end) = range_params(&p)?;
+        Ok(Self {
+            tenant,
+            sets,
+            start,
+            end,
+        })
+    }
+
+    /// Runs `find` on the blocking pool for every matcher set; the union of what it finds,
+    /// sorted.
+    async fn union<T, F>(self, store: Arc<dyn Store>, find: F) -> Result<Vec<T>, ApiError>
+    where
+        T: Ord + Send + 'static,
+        F: Fn(&dyn Store, &TenantId, &[Matcher], i64, i64) -> Result<Vec<T>, StorageError>
+            + Send
+            + 'static,
+    {
+        blocking(move || {
+            let mut all = std::collections::BTreeSet::new();
+            for m in &self.sets {
+                all.extend(find(&*store, &self.tenant, m, self.start, self.end)?);
+            }
+            Ok(all.into_iter().collect())
+        })
+        .await
+    }
+}
+
 async fn series(
     State(st): State<ApiState>,
     method: Method,
@@ -437,22 +494,11 @@ async fn series(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&headers, &st.config)?;
-    let p = request_params(&method, q, &headers, &body);
-    let sets = match_params(&p)?;
-    if sets.is_empty() {
-        return Err(ApiError::bad_data("no match[] parameter provided"));
-    }
-    let (start, end) = range_params(&p)?;
-    let store = st.store.clone();
-    let labels: Vec<Labels> = blocking(move || {
-        let mut all = std::collections::BTreeSet::new();
-        for m in &sets {
-            all.extend(store.series(&tenant, m, start, end)?);
-        }
-        Ok(all.into_iter().collect())
-    })
-    .await?;
+    let labels = Selection::read(&st, &method, q, &headers, &body, true)?
+        .union(st.store.clone(), |store, tenant, m, start, end| {
+            store.series(tenant, m, start, end)
+        })
+        .await?;
     let items: Vec<String> = labels.iter().map(json::labels).collect();
     Ok(ok_json(&format!("[{}]", items.join(","))))
 }
@@ -464,22 +510,11 @@ async fn label_names(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&headers, &st.config)?;
-    let p = request_params(&method, q, &headers, &body);
-    let mut sets = match_params(&p)?;
-    if sets.is_empty() {
-        sets.push(Vec::new());
-    }
-    let (start, end) = range_params(&p)?;
-    let store = st.store.clone();
-    let names: Vec<String> = blocking(move || {
-        let mut all = std::collections::BTreeSet::new();
-        for m in &sets {
-            all.extend(store.label_names(&tenant, m, start, end)?);
-        }
-        Ok(all.into_iter().collect())
-    })
-    .await?;
+    let names = Selection::read(&st, &method, q, &headers, &body, false)?
+        .union(st.store.clone(), |store, tenant, m, start, end| {
+            store.label_names(tenant, m, start, end)
+        })
+        .await?;
     Ok(ok_json(&json::strings(names.iter().map(String::as_str))))
 }
 
@@ -489,22 +524,11 @@ async fn label_values(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&headers, &st.config)?;
-    let p = request_params(&Method::GET, q, &headers, &[]);
-    let mut sets = match_params(&p)?;
-    if sets.is_empty() {
-        sets.push(Vec::new());
-    }
-    let (start, end) = range_params(&p)?;
-    let store = st.store.clone();
-    let values: Vec<String> = blocking(move || {
-        let mut all = std::collections::BTreeSet::new();
-        for m in &sets {
-            all.extend(store.label_values(&tenant, &name, m, start, end)?);
-        }
-        Ok(all.into_iter().collect())
-    })
-    .await?;
+    let values = Selection::read(&st, &Method::GET, q, &headers, &[], false)?
+        .union(st.store.clone(), move |store, tenant, m, start, end| {
+            store.label_values(tenant, &name, m, start, end)
+        })
+        .await?;
     Ok(ok_json(&json::strings(values.iter().map(String::as_str))))
 }
 

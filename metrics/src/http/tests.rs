@@ -1,5 +1,5 @@
 use super::*;
-use crate::labels::{Sample, Series};
+use crate::labels::{Labels, Sample, Series};
 use crate::remote_write::encode_write_request;
 use crate::storage::{Storage, StorageConfig};
 use crate::tenant::Limits;
