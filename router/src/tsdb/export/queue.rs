@@ -497,6 +497,39 @@ mod tests {
         ws.iter().map(|w| w.samples).collect()
     }
 
+    /// Segments large enough to hold every write of a test.
+    const BIG: QueueLimits = QueueLimits {
+        segment_bytes: 1 << 20,
+        max_bytes: 1 << 30,
+    };
+
+    /// The oldest segment file in `dir`.
+    fn first_segment(dir: &Path) -> PathBuf {
+        let (_, seg) = list_segments(dir)
+            .expect("list")
+            .into_iter()
+            .next()
+            .expect("a segment");
+        seg
+    }
+
+    /// Leaves a closed queue in `dir` holding writes 1 and 2 in one segment; returns it.
+    fn two_writes_in_one_segment(dir: &Path) -> PathBuf {
+        let mut q = Queue::open(dir, BIG).expect("open");
+        put(&mut q, "t", 1);
+        put(&mut q, "t", 2);
+        drop(q);
+        first_segment(dir)
+    }
+
+    /// Flips every bit of the last byte of `seg`: its last record is damaged.
+    fn damage_last_byte(seg: &Path) {
+        let mut data = fs::read(seg).expect("read");
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        fs::write(seg, &data).expect("write");
+    }
+
     #[test]
     fn writes_come_back_in_order_across_segments_and_commits_delete_read_segments() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -552,25 +585,13 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_and_appends_after_it_are_readable() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let big = QueueLimits {
-            segment_bytes: 1 << 20,
-            max_bytes: 1 << 30,
-        };
-        let mut q = Queue::open(dir.path(), big).expect("open");
-        put(&mut q, "t", 1);
-        put(&mut q, "t", 2);
-        drop(q);
-        let (_, seg) = list_segments(dir.path())
-            .expect("list")
-            .into_iter()
-            .next()
-            .expect("a segment");
+        let seg = two_writes_in_one_segment(dir.path());
         let intact = fs::metadata(&seg).expect("meta").len();
         // A crash in the middle of the third append: half a frame at the end.
         let mut f = OpenOptions::new().append(true).open(&seg).expect("open");
         f.write_all(&[40, 0, 0, 0, 1, 2, 3, 4, 9, 9]).expect("torn");
         drop(f);
-        let mut q = Queue::open(dir.path(), big).expect("reopen");
+        let mut q = Queue::open(dir.path(), BIG).expect("reopen");
         assert_eq!(fs::metadata(&seg).expect("meta").len(), intact);
         assert_eq!(q.pending_samples(), 3);
         put(&mut q, "t", 3);
@@ -580,24 +601,9 @@ mod tests {
     #[test]
     fn a_corrupt_record_ends_its_segment() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let big = QueueLimits {
-            segment_bytes: 1 << 20,
-            max_bytes: 1 << 30,
-        };
-        let mut q = Queue::open(dir.path(), big).expect("open");
-        put(&mut q, "t", 1);
-        put(&mut q, "t", 2);
-        drop(q);
-        let (_, seg) = list_segments(dir.path())
-            .expect("list")
-            .into_iter()
-            .next()
-            .expect("a segment");
-        let mut data = fs::read(&seg).expect("read");
-        let last = data.len() - 1;
-        data[last] ^= 0xff;
-        fs::write(&seg, &data).expect("write");
-        let q = Queue::open(dir.path(), big).expect("reopen");
+        let seg = two_writes_in_one_segment(dir.path());
+        damage_last_byte(&seg);
+        let q = Queue::open(dir.path(), BIG).expect("reopen");
         assert_eq!(samples(&q.read(100).expect("read")), vec![1]);
     }
 
@@ -608,15 +614,7 @@ mod tests {
         for i in 1..=6 {
             put(&mut q, "t", i);
         }
-        let (_, first) = list_segments(dir.path())
-            .expect("list")
-            .into_iter()
-            .next()
-            .expect("a segment");
-        let mut data = fs::read(&first).expect("read");
-        let last = data.len() - 1;
-        data[last] ^= 0xff;
-        fs::write(&first, &data).expect("write");
+        damage_last_byte(&first_segment(dir.path()));
         assert!(q.read(100).is_err(), "a damaged record is not handed out");
         let in_first = q.segments.values().next().expect("segment").samples_left;
         let lost = q.repair().expect("repair");
