@@ -16,7 +16,7 @@ use weft_metrics::tenant::TenantId;
 
 use super::CHANNEL;
 use super::handover;
-use super::store::{Shared, select_result, write_result};
+use super::store::{Shared, local_select, select_result, write_result};
 use super::wire::{
     self, Body, Envelope, WireError, WireSelectResult, matcher_from_wire, series_from_wire,
 };
@@ -181,18 +181,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut rx: mpsc::Receiver<(PeerName,
                     maxt,
                     labels_only,
                 } => {
-                    let r = if labels_only {
-                        local.series(&tenant, &matchers, mint, maxt).map(|ls| {
-                            ls.into_iter()
-                                .map(|labels| Series {
-                                    labels,
-                                    samples: Vec::new(),
-                                })
-                                .collect()
-                        })
-                    } else {
-                        local.select(&tenant, &matchers, mint, maxt)
-                    };
+                    let r = local_select(&local, &tenant, &matchers, mint, maxt, labels_only);
                     Body::SelectResult(select_result(r, labels_only))
                 }
             })

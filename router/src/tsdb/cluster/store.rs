@@ -224,18 +224,7 @@ impl Shared {
         if peer == self.local_name {
             let local = self.local.clone();
             return tokio::task::spawn_blocking(move || {
-                if labels_only {
-                    local.series(&tenant, &matchers, mint, maxt).map(|ls| {
-                        ls.into_iter()
-                            .map(|labels| Series {
-                                labels,
-                                samples: Vec::new(),
-                            })
-                            .collect()
-                    })
-                } else {
-                    local.select(&tenant, &matchers, mint, maxt)
-                }
+                local_select(&local, &tenant, &matchers, mint, maxt, labels_only)
             })
             .await
             .map_err(|e| e.to_string())?
@@ -582,6 +571,30 @@ pub(crate) fn write_result(r: Result<WriteStats, WriteError>) -> wire::WireWrite
                 message: re.to_string(),
             }
         }
+    }
+}
+
+/// A read of the local store: the matching series with their samples in `[mint, maxt]`, or
+/// with `labels_only` their label sets alone (no samples read).
+pub(crate) fn local_select(
+    local: &Storage,
+    tenant: &TenantId,
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    labels_only: bool,
+) -> Result<Vec<Series>, StorageError> {
+    if labels_only {
+        local.series(tenant, matchers, mint, maxt).map(|ls| {
+            ls.into_iter()
+                .map(|labels| Series {
+                    labels,
+                    samples: Vec::new(),
+                })
+                .collect()
+        })
+    } else {
+        local.select(tenant, matchers, mint, maxt)
     }
 }
 
