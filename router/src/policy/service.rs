@@ -732,6 +732,20 @@ mod tests {
         s.settle(&mut st).unwrap();
     }
 
+    /// Puts policy `x/p` (pods `a` admit ingress from pods `b` only) and the local workload
+    /// 10.32.0.1 (pod `a`), then enforces.
+    fn enforce_a_policy_on_pod_a(s: &Shared) {
+        let text = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]\n";
+        let (np, _) = parse_documents(text).unwrap().remove(0);
+        put(s, policy_key("x/p"), Some(Value::Policy(Box::new(np))));
+        put(
+            s,
+            workload_key(Ipv4Addr::new(10, 32, 0, 1)),
+            Some(workload(1, "a", "h0")),
+        );
+        s.enforce();
+    }
+
     fn assert_in_force(s: &Shared) {
         let st = s.lock();
         assert_eq!(st.applied, st.generation);
@@ -743,15 +757,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let driver = RecordingDriver::default();
         let s = shared(dir.path(), driver.clone());
-        let text = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]\n";
-        let (np, _) = parse_documents(text).unwrap().remove(0);
-        put(&s, policy_key("x/p"), Some(Value::Policy(Box::new(np))));
-        put(
-            &s,
-            workload_key(Ipv4Addr::new(10, 32, 0, 1)),
-            Some(workload(1, "a", "h0")),
-        );
-        s.enforce();
+        enforce_a_policy_on_pod_a(&s);
         assert_in_force(&s);
         let first = driver.batches.lock().unwrap().last().cloned().unwrap();
         assert!(first.contains(r#"{"delete":{"table""#), "{first}");
@@ -796,15 +802,7 @@ mod tests {
     fn a_logged_packet_becomes_a_drop_event_of_its_chain() {
         let dir = tempfile::tempdir().unwrap();
         let s = shared(dir.path(), RecordingDriver::default());
-        let text = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]\n";
-        let (np, _) = parse_documents(text).unwrap().remove(0);
-        put(&s, policy_key("x/p"), Some(Value::Policy(Box::new(np))));
-        put(
-            &s,
-            workload_key(Ipv4Addr::new(10, 32, 0, 1)),
-            Some(workload(1, "a", "h0")),
-        );
-        s.enforce();
+        enforce_a_policy_on_pod_a(&s);
         let mut rx = s.drop_events.subscribe();
         // TCP from 10.32.0.9:40000 to 10.32.0.1:80.
         let mut packet = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
