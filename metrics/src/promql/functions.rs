@@ -98,6 +98,33 @@ fn map_values(v: Vec<Elem>, f: impl Fn(f64) -> f64) -> Vec<Elem> {
         .collect()
 }
 
+/// `label_replace` and `label_join` (`func`): sets label `dst` of each element to what `value`
+/// makes of its labels, leaving the elements where it makes nothing unchanged. An empty `dst` is
+/// an error.
+fn set_label(
+    func: &str,
+    v: Vec<Elem>,
+    dst: &str,
+    value: impl Fn(&Labels) -> Option<String>,
+) -> Result<Value, QueryError> {
+    if dst.is_empty() {
+        return Err(QueryError::BadData(format!(
+            "invalid destination label name in {func}(): {dst}"
+        )));
+    }
+    Ok(Value::Vector(
+        v.into_iter()
+            .map(|e| match value(&e.labels) {
+                Some(new) => Elem {
+                    labels: e.labels.with(dst, &new),
+                    ..e
+                },
+                None => e,
+            })
+            .collect(),
+    ))
+}
+
 fn string_arg(args: &[Box<Expr>], i: usize) -> Result<String, QueryError> {
     match args.get(i).map(|a| a.as_ref()) {
         Some(Expr::StringLiteral(s)) => Ok(s.val.clone()),
@@ -291,29 +318,12 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, Query
                     "invalid regular expression in label_replace(): {re}"
                 ))
             })?;
-            if dst.is_empty() {
-                return Err(QueryError::BadData(format!(
-                    "invalid destination label name in label_replace(): {dst}"
-                )));
-            }
-            let out = v
-                .into_iter()
-                .map(|e| {
-                    let src_val = e.labels.get(&src).unwrap_or("").to_owned();
-                    match regex.captures(&src_val) {
-                        Some(caps) => {
-                            let mut res = String::new();
-                            caps.expand(&repl, &mut res);
-                            Elem {
-                                labels: e.labels.with(&dst, &res),
-                                ..e
-                            }
-                        }
-                        None => e,
-                    }
-                })
-                .collect();
-            Value::Vector(out)
+            set_label("label_replace", v, &dst, |labels| {
+                let caps = regex.captures(labels.get(&src).unwrap_or(""))?;
+                let mut res = String::new();
+                caps.expand(&repl, &mut res);
+                Some(res)
+            })?
         }
         "label_join" => {
             let v = ev.eval_vector(arg(args, 0)?, ts)?;
@@ -322,26 +332,10 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, Query
             let srcs: Vec<String> = (3..args.len())
                 .map(|i| string_arg(args, i))
                 .collect::<Result<_, _>>()?;
-            if dst.is_empty() {
-                return Err(QueryError::BadData(format!(
-                    "invalid destination label name in label_join(): {dst}"
-                )));
-            }
-            let out = v
-                .into_iter()
-                .map(|e| {
-                    let joined = srcs
-                        .iter()
-                        .map(|s| e.labels.get(s).unwrap_or(""))
-                        .collect::<Vec<_>>()
-                        .join(&sep);
-                    Elem {
-                        labels: e.labels.with(&dst, &joined),
-                        ..e
-                    }
-                })
-                .collect();
-            Value::Vector(out)
+            set_label("label_join", v, &dst, |labels| {
+                let values: Vec<&str> = srcs.iter().map(|s| labels.get(s).unwrap_or("")).collect();
+                Some(values.join(&sep))
+            })?
         }
         "absent" => {
             let a = arg(args, 0)?;
