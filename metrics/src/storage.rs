@@ -177,11 +177,12 @@ pub trait Store: Send + Sync {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, StorageError> {
-        let mut names = BTreeSet::new();
-        for labels in self.series(tenant, matchers, mint, maxt)? {
-            names.extend(labels.iter().map(|l| l.name.clone()));
-        }
-        Ok(names.into_iter().collect())
+        let series = self.series(tenant, matchers, mint, maxt)?;
+        Ok(sorted_distinct(
+            series
+                .iter()
+                .flat_map(|ls| ls.iter().map(|l| l.name.clone())),
+        ))
     }
 
     /// Values of label `name` over series matching the matchers with samples in `[mint, maxt]`.
@@ -193,12 +194,18 @@ pub trait Store: Send + Sync {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<String>, StorageError> {
-        let mut values = BTreeSet::new();
-        for labels in self.series(tenant, matchers, mint, maxt)? {
-            values.extend(labels.get(name).map(str::to_owned));
-        }
-        Ok(values.into_iter().collect())
+        let series = self.series(tenant, matchers, mint, maxt)?;
+        Ok(sorted_distinct(
+            series
+                .iter()
+                .filter_map(|ls| ls.get(name).map(str::to_owned)),
+        ))
     }
+}
+
+/// `items` sorted, without repeats.
+fn sorted_distinct(items: impl Iterator<Item = String>) -> Vec<String> {
+    items.collect::<BTreeSet<_>>().into_iter().collect()
 }
 
 #[derive(Debug)]
