@@ -159,9 +159,15 @@ fn usable(addr: Ipv4Addr) -> bool {
     (1..RANGE_SIZE - 1).contains(&offset)
 }
 
-/// Allocates one address for each owner `PREFIX-0` .. `PREFIX-(n-1)` on `router`, with
-/// [`THREADS`] CLI calls in flight. Every call must succeed; returns owner → address.
-fn allocate_many(router: &Router, prefix: &str, n: usize) -> BTreeMap<String, Ipv4Addr> {
+/// Calls `allocate(owner)` for each owner `PREFIX-0` .. `PREFIX-(n-1)` with [`THREADS`] calls
+/// in flight, a thread stopping at its first `None`, and runs `meanwhile` on this thread while
+/// they run. Returns owner → address of the calls that gave one.
+fn allocate_parallel(
+    prefix: &str,
+    n: usize,
+    allocate: impl Fn(&str) -> Option<Ipv4Addr> + Sync,
+    meanwhile: impl FnOnce(),
+) -> BTreeMap<String, Ipv4Addr> {
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..THREADS)
@@ -174,17 +180,57 @@ fn allocate_many(router: &Router, prefix: &str, n: usize) -> BTreeMap<String, Ip
                             return got;
                         }
                         let owner = format!("{prefix}-{k}");
-                        let out = router.cli_ok(&["ipam", "allocate", &owner]);
-                        got.push((owner, parse_allocated(&out)));
+                        let Some(addr) = allocate(&owner) else {
+                            return got;
+                        };
+                        got.push((owner, addr));
                     }
                 })
             })
             .collect();
+        meanwhile();
         workers
             .into_iter()
             .flat_map(|w| w.join().expect("allocating thread"))
             .collect()
     })
+}
+
+/// Allocates one address for each owner `PREFIX-0` .. `PREFIX-(n-1)` on `router`, with
+/// [`THREADS`] CLI calls in flight. Every call must succeed; returns owner → address.
+fn allocate_many(router: &Router, prefix: &str, n: usize) -> BTreeMap<String, Ipv4Addr> {
+    allocate_parallel(
+        prefix,
+        n,
+        |owner| {
+            let out = router.cli_ok(&["ipam", "allocate", owner]);
+            Some(parse_allocated(&out))
+        },
+        || {},
+    )
+}
+
+/// [`allocate_many`] on several routers at once, `n` owners `PREFIX-…` on each `(router, n)`;
+/// returns host label → owner → address.
+fn allocate_on_each(
+    wants: &[(&Router, usize)],
+    prefix: &str,
+) -> BTreeMap<String, BTreeMap<String, Ipv4Addr>> {
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = wants
+            .iter()
+            .map(|&(r, n)| scope.spawn(move || (r.host().to_owned(), allocate_many(r, prefix, n))))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("router thread"))
+            .collect()
+    })
+}
+
+/// Whether `addr` lies in one of the inclusive `ranges`.
+fn in_ranges(ranges: &[(Ipv4Addr, Ipv4Addr)], addr: &Ipv4Addr) -> bool {
+    ranges.iter().any(|(a, b)| a <= addr && addr <= b)
 }
 
 /// `weft ipam lookup OWNER`: the addresses of `owner` on `router`.
@@ -220,7 +266,7 @@ fn assert_unique_and_owned(
                 panic!("{addr} was given to both {other} and {host}/{owner}");
             }
             assert!(
-                ranges.iter().any(|(a, b)| a <= addr && addr <= b),
+                in_ranges(&ranges, addr),
                 "{host}/{owner}: {addr} is not in {host}'s ranges {ranges:?}"
             );
         }
@@ -237,17 +283,8 @@ fn parallel_allocations_are_unique_and_donation_extends_a_share() {
     let names = names(&routers);
     let initial = ipam_status(&routers[0]);
 
-    let mut allocations: BTreeMap<String, BTreeMap<String, Ipv4Addr>> =
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = routers
-                .iter()
-                .map(|r| scope.spawn(move || (r.host().to_owned(), allocate_many(r, "c", 100))))
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("router thread"))
-                .collect()
-        });
+    let wants: Vec<(&Router, usize)> = routers.iter().map(|r| (r, 100)).collect();
+    let mut allocations = allocate_on_each(&wants, "c");
     assert_eq!(
         allocations.values().map(BTreeMap::len).sum::<usize>(),
         300,
@@ -327,20 +364,12 @@ fn partition_during_allocation_then_heal_gives_no_duplicates() {
         knows_peers(&routers[isolated], 1) && pair.iter().all(|&o| knows_peers(&routers[o], 2))
     });
 
-    let wants = [(isolated, 80usize), (needy, 150), (donor, 40)];
-    let allocations: BTreeMap<String, BTreeMap<String, Ipv4Addr>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = wants
-            .iter()
-            .map(|&(i, n)| {
-                let r = &routers[i];
-                scope.spawn(move || (r.host().to_owned(), allocate_many(r, "p", n)))
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("router thread"))
-            .collect()
-    });
+    let wants = [
+        (&routers[isolated], 80),
+        (&routers[needy], 150),
+        (&routers[donor], 40),
+    ];
+    let allocations = allocate_on_each(&wants, "p");
     // During the cut the isolated router still sees its old view of the pair's shares.
     let donor_view = ipam_status(&routers[donor]);
     assert!(
@@ -373,40 +402,26 @@ fn kill9_and_restart_keeps_every_allocation() {
     let victim = &routers[1];
 
     // Allocate continuously from several threads and kill the router in the middle.
-    let (done, next) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let acked: BTreeMap<String, Ipv4Addr> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..THREADS)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut got = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed);
-                        if k >= 100 {
-                            return got;
-                        }
-                        let owner = format!("k-{k}");
-                        match victim.cli(&["ipam", "allocate", &owner]) {
-                            Ok(out) if out.status.success() => {
-                                let addr = parse_allocated(&String::from_utf8_lossy(&out.stdout));
-                                got.push((owner, addr));
-                                done.fetch_add(1, Ordering::Relaxed);
-                            }
-                            // Once the router is dead, calls fail: stop.
-                            _ => return got,
-                        }
-                    }
-                })
-            })
-            .collect();
-        net.wait_until(CONVERGE, "30 allocations to be acknowledged", || {
-            done.load(Ordering::Relaxed) >= 30
-        });
-        victim.kill9().expect("kill -9");
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("allocating thread"))
-            .collect()
-    });
+    let done = AtomicUsize::new(0);
+    let acked = allocate_parallel(
+        "k",
+        100,
+        |owner| match victim.cli(&["ipam", "allocate", owner]) {
+            Ok(out) if out.status.success() => {
+                let addr = parse_allocated(&String::from_utf8_lossy(&out.stdout));
+                done.fetch_add(1, Ordering::Relaxed);
+                Some(addr)
+            }
+            // Once the router is dead, calls fail: stop.
+            _ => None,
+        },
+        || {
+            net.wait_until(CONVERGE, "30 allocations to be acknowledged", || {
+                done.load(Ordering::Relaxed) >= 30
+            });
+            victim.kill9().expect("kill -9");
+        },
+    );
     assert!(acked.len() >= 30, "only {} acknowledged", acked.len());
     assert!(
         acked.len() < 100,
@@ -579,10 +594,7 @@ fn reset_hands_space_over_removes_state_and_stops() {
     let mine = shares(&ipam_status(leaver));
     let ranges = &mine.get(&new_name).expect("the new peer owns space").1;
     for addr in got.values() {
-        assert!(
-            ranges.iter().any(|(a, b)| a <= addr && addr <= b),
-            "{addr} not in {ranges:?}"
-        );
+        assert!(in_ranges(ranges, addr), "{addr} not in {ranges:?}");
     }
 }
 
