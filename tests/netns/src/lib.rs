@@ -17,6 +17,7 @@
 mod cmd;
 mod error;
 mod host;
+mod http;
 mod image;
 mod links;
 mod names;
@@ -30,6 +31,7 @@ mod wait;
 
 pub use error::{HarnessError, Result};
 pub use host::{Host, Workload};
+pub use http::{Answer, http, url_encode};
 pub use image::busybox_image;
 pub use names::list_netns;
 pub use net::Net;

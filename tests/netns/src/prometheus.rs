@@ -2,8 +2,7 @@
 //! scratch directory: started, stopped (SIGTERM, as an operator would) and started again on
 //! the same TSDB, and asked PromQL queries from inside the namespace.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -16,6 +15,7 @@ use serde_json::Value;
 use crate::cmd;
 use crate::error::{HarnessError, Result};
 use crate::host::Host;
+use crate::http::{http, url_encode};
 use crate::net::lock;
 use crate::wait::poll_until;
 
@@ -95,14 +95,7 @@ impl Prometheus {
     /// The `data` of an instant query of `expr` (None when Prometheus does not answer or
     /// answers an error).
     pub fn query(&self, host: &Host, expr: &str) -> Option<Value> {
-        let mut path = String::from("/api/v1/query?query=");
-        for b in expr.bytes() {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                path.push(b as char);
-            } else {
-                path.push_str(&format!("%{b:02X}"));
-            }
-        }
+        let path = format!("/api/v1/query?query={}", url_encode(expr));
         let (status, body) = get(host, self.addr(), &path)?;
         let v: Value = serde_json::from_str(&body).ok()?;
         (status == 200 && v["status"] == "success").then(|| v["data"].clone())
@@ -144,22 +137,8 @@ impl Drop for Prometheus {
     }
 }
 
-/// One HTTP/1.0 GET from inside `host`: status and body, None when nothing answers.
+/// Status and body of `GET path` to `addr` from inside `host`, None when nothing answers.
 fn get(host: &Host, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    host.run_in(|| -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw)?;
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        Ok((status, body.to_owned()))
-    })
-    .ok()?
-    .ok()
+    let answer = http(host, addr, "GET", path, &[], &[]).ok()?.ok()?;
+    Some((answer.status, answer.body))
 }

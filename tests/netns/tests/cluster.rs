@@ -9,8 +9,7 @@
 //! and `cargo build -p weft-router` first.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -18,7 +17,7 @@ use weft_metrics::labels::{Labels, Sample, Series};
 use weft_metrics::remote_write::encode_write_request;
 use weft_metrics::ring::Ring;
 use weft_metrics::tenant::TenantId;
-use weft_netns_tests::{Host, Net, Router, full_mesh};
+use weft_netns_tests::{Host, Net, Prometheus, Router, full_mesh, url_encode};
 
 /// The router's Prometheus API, as seen from inside its host.
 const API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6782);
@@ -43,32 +42,13 @@ fn http_to(
     tenant: &str,
     body: &[u8],
 ) -> (u16, String) {
-    let answer = host.run_in(|| -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.0\r\nHost: x\r\nX-Scope-OrgID: {tenant}\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if method == "POST" {
-            req.push_str("Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\n");
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes())?;
-        s.write_all(body)?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        Ok((status, body.to_owned()))
-    });
-    match answer {
-        Ok(Ok(a)) => a,
+    let mut headers = vec![("X-Scope-OrgID", tenant)];
+    if method == "POST" {
+        headers.push(("Content-Type", "application/x-protobuf"));
+        headers.push(("Content-Encoding", "snappy"));
+    }
+    match weft_netns_tests::http(host, addr, method, path, &headers, body) {
+        Ok(Ok(a)) => (a.status, a.body),
         // No connection or no answer: the router is down, status 0.
         Ok(Err(e)) => (0, e.to_string()),
         Err(e) => panic!("entering {}: {e}", host.ns()),
@@ -297,15 +277,11 @@ fn failed_replicas_give_503_invalid_data_400_and_an_over_limit_tenant_429_everyw
 
 /// An instant query's answer as metric → value, or `None` when it fails.
 fn instant(host: &Host, addr: SocketAddr, expr: &str, at_ms: i64) -> Option<BTreeMap<String, f64>> {
-    let mut q = String::new();
-    for b in expr.bytes() {
-        if b.is_ascii_alphanumeric() {
-            q.push(b as char);
-        } else {
-            q.push_str(&format!("%{b:02X}"));
-        }
-    }
-    let path = format!("/api/v1/query?query={q}&time={:.3}", at_ms as f64 / 1000.0);
+    let path = format!(
+        "/api/v1/query?query={}&time={:.3}",
+        url_encode(expr),
+        at_ms as f64 / 1000.0
+    );
     let (status, body) = http_to(host, addr, "GET", &path, "anonymous", &[]);
     if status != 200 {
         return None;
@@ -332,30 +308,14 @@ fn prometheus_writing_to_router_1_reads_the_same_through_router_3() {
     // Debian's Prometheus 2.42 sends no X-Scope-OrgID: tenancy off (tenant `anonymous`).
     let _routers = three(&net, &["--metrics-tenancy=off"]);
     let (h0, h2) = (net.host(0), net.host(2));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n\
-             scrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['{PROM}']\n\
-             remote_write:\n  - url: http://{API}/api/v1/push\n\
-             \x20   queue_config:\n      batch_send_deadline: 500ms\n      min_backoff: 100ms\n"
-        ),
-    )
-    .expect("config");
-    let config_arg = format!("--config.file={}", config.display());
-    let tsdb_arg = format!("--storage.tsdb.path={}", dir.path().join("tsdb").display());
-    let listen_arg = format!("--web.listen-address={PROM}");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n\
+         scrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['{PROM}']\n\
+         remote_write:\n  - url: http://{API}/api/v1/push\n\
+         \x20   queue_config:\n      batch_send_deadline: 500ms\n      min_backoff: 100ms\n"
+    );
     // In router 1's host: it writes to router 1 only.
-    h0.spawn(&[
-        "prometheus",
-        &config_arg,
-        &tsdb_arg,
-        &listen_arg,
-        "--log.level=error",
-    ])
-    .expect("start prometheus");
+    let _prometheus = Prometheus::start(h0, PROM.port(), &config, &[]).expect("start prometheus");
     let started = now_ms();
     net.wait_until(Duration::from_secs(40), "15 s of scrapes", || {
         now_ms() - started > 15_000

@@ -10,7 +10,7 @@
 //! `cargo build -p weft-router` first.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,7 +35,7 @@ const TENANTS: [&str; 2] = ["team-a", "team-b"];
 /// How long arrivals may take.
 const ARRIVAL: Duration = Duration::from_secs(60);
 
-/// One HTTP/1.0 exchange from inside `host`: status and body.
+/// Status and body of one HTTP/1.0 exchange from inside `host`.
 fn http(
     host: &Host,
     addr: SocketAddr,
@@ -44,32 +44,10 @@ fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Option<(u16, String)> {
-    host.run_in(|| -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes())?;
-        s.write_all(body)?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        Ok((status, body.to_owned()))
-    })
-    .ok()?
-    .ok()
+    let answer = weft_netns_tests::http(host, addr, method, path, headers, body)
+        .ok()?
+        .ok()?;
+    Some((answer.status, answer.body))
 }
 
 fn api() -> SocketAddr {

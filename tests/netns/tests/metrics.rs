@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use weft_metrics::labels::{Labels, Sample, Series};
 use weft_metrics::remote_write::encode_write_request;
-use weft_netns_tests::{Host, Net, Router, poll_until};
+use weft_netns_tests::{Answer, Host, Net, Prometheus, Router, poll_until, url_encode};
 
 /// The router's Prometheus API port.
 const API_PORT: u16 = 6782;
@@ -31,22 +31,6 @@ const CASES: &str = include_str!("../metrics-cases/promql.txt");
 
 // ---- HTTP from inside a host namespace ----
 
-/// An HTTP answer.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    /// Status line and headers (shown when an assertion fails).
-    head: String,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
-    }
-}
-
 /// One HTTP/1.0 exchange (so no chunked answers) from inside `host`'s namespace.
 fn http(
     host: &Host,
@@ -55,43 +39,16 @@ fn http(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> std::io::Result<Resp> {
-    host.run_in(|| {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes())?;
-        s.write_all(body)?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        Ok(Resp {
-            status,
-            head: head.to_owned(),
-            body: body.to_owned(),
-        })
-    })
-    .expect("entering the host namespace")
+) -> std::io::Result<Answer> {
+    weft_netns_tests::http(host, addr, method, path, headers, body)
+        .expect("entering the host namespace")
 }
 
 /// The router's API, as seen from inside its host.
 const API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), API_PORT);
 
 /// `POST /api/v1/push` of `series` for `tenant` (none: no header) to the router on `host`.
-fn push(host: &Host, tenant: Option<&str>, series: &[Series]) -> std::io::Result<Resp> {
+fn push(host: &Host, tenant: Option<&str>, series: &[Series]) -> std::io::Result<Answer> {
     let body = encode_write_request(series);
     let mut headers = push_headers(tenant.unwrap_or_default());
     if tenant.is_none() {
@@ -155,21 +112,9 @@ fn raw_write_request(good: &Series, labels: &[RawLabel], t: i64) -> Vec<u8> {
 }
 
 /// `GET path` on the router's API as `tenant`.
-fn get(host: &Host, tenant: Option<&str>, path: &str) -> Resp {
+fn get(host: &Host, tenant: Option<&str>, path: &str) -> Answer {
     let headers: Vec<(&str, &str)> = tenant.map(|t| ("X-Scope-OrgID", t)).into_iter().collect();
     http(host, API, "GET", path, &headers, &[]).unwrap_or_else(|e| panic!("GET {path}: {e}"))
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn now_ms() -> i64 {
@@ -338,7 +283,7 @@ fn tenants_are_isolated_bad_input_is_refused_and_weft_query_prints_tables() {
     let parse = get(
         h,
         Some("team-a"),
-        &format!("/api/v1/query?query={}", enc("sum(")),
+        &format!("/api/v1/query?query={}", url_encode("sum(")),
     );
     assert_eq!(parse.status, 400, "{parse:?}");
     assert_eq!(parse.json()["errorType"], "bad_data");
@@ -471,7 +416,10 @@ fn kill_9_mid_stream_loses_no_acknowledged_sample() {
     let j = get(
         h,
         Some("durable"),
-        &format!("/api/v1/query?query={}&time={at}", enc("durable_m[30m]")),
+        &format!(
+            "/api/v1/query?query={}&time={at}",
+            url_encode("durable_m[30m]")
+        ),
     )
     .json();
     let result = j["data"]["result"].as_array().expect("matrix").clone();
@@ -664,32 +612,15 @@ fn prometheus_remote_write_through_the_router_gives_the_same_answers() {
         let stop = stop.clone();
         std::thread::spawn(move || serve_exporter(listener, &stop))
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n\
-             scrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: ['127.0.0.1:{EXPORTER_PORT}']\n\
-             remote_write:\n  - url: http://{}:{API_PORT}/api/v1/push\n\
-             \x20   queue_config:\n      batch_send_deadline: 500ms\n      min_shards: 1\n      max_shards: 1\n      min_backoff: 100ms\n",
-            h0.addr()
-        ),
-    )
-    .expect("config");
-    let tsdb = dir.path().join("tsdb");
-    let config_arg = format!("--config.file={}", config.display());
-    let tsdb_arg = format!("--storage.tsdb.path={}", tsdb.display());
-    let listen_arg = format!("--web.listen-address=127.0.0.1:{PROM_PORT}");
-    h1.spawn(&[
-        "prometheus",
-        &config_arg,
-        &tsdb_arg,
-        &listen_arg,
-        "--log.level=error",
-    ])
-    .expect("start prometheus");
-    let prom = SocketAddr::from(([127, 0, 0, 1], PROM_PORT));
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n\
+         scrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: ['127.0.0.1:{EXPORTER_PORT}']\n\
+         remote_write:\n  - url: http://{}:{API_PORT}/api/v1/push\n\
+         \x20   queue_config:\n      batch_send_deadline: 500ms\n      min_shards: 1\n      max_shards: 1\n      min_backoff: 100ms\n",
+        h0.addr()
+    );
+    let prometheus = Prometheus::start(h1, PROM_PORT, &config, &[]).expect("start prometheus");
+    let prom = prometheus.addr();
     let prom_query = |path: &str| -> Value {
         let r = http(h1, prom, "GET", path, &[], &[])
             .unwrap_or_else(|e| panic!("prometheus {path}: {e}"));
@@ -709,7 +640,7 @@ fn prometheus_remote_write_through_the_router_gives_the_same_answers() {
     };
     let q_last = format!(
         "/api/v1/query?query={}",
-        enc("timestamp(demo_temperature{room=\"kitchen\"})")
+        url_encode("timestamp(demo_temperature{room=\"kitchen\"})")
     );
     let cut = last(prom_query(&q_last)).expect("prometheus has scraped the exporter");
     net.wait_until(
@@ -729,7 +660,7 @@ fn prometheus_remote_write_through_the_router_gives_the_same_answers() {
     // lies on a range boundary (2.42's windows are closed, 3.x's left-open).
     let raw = prom_query(&format!(
         "/api/v1/query?query={}&time={:.3}",
-        enc("up[10m]"),
+        url_encode("up[10m]"),
         cut as f64 / 1000.0
     ));
     let phases: Vec<i64> = raw["data"]["result"][0]["values"]
@@ -773,14 +704,14 @@ fn prometheus_remote_write_through_the_router_gives_the_same_answers() {
             .map(|t| {
                 format!(
                     "/api/v1/query?query={}&time={:.3}",
-                    enc(expr),
+                    url_encode(expr),
                     *t as f64 / 1000.0
                 )
             })
             .collect();
         paths.push(format!(
             "/api/v1/query_range?query={}&start={:.3}&end={:.3}&step=2",
-            enc(expr),
+            url_encode(expr),
             times[3] as f64 / 1000.0,
             times[0] as f64 / 1000.0
         ));
