@@ -80,6 +80,56 @@ fn one(name: &str, k: usize, t: i64, v: f64) -> Series {
     }
 }
 
+/// Pushes one sample per push of `load` to a router, on a rotating series `k`, each timestamp
+/// later than the last, and keeps what was acknowledged.
+struct Writer<'a> {
+    host: &'a Host,
+    tenant: &'a str,
+    start: i64,
+    /// Pushes so far.
+    pushed: usize,
+    /// Acknowledged samples: series `k` → timestamps.
+    acked: BTreeMap<String, BTreeSet<i64>>,
+    /// Pushes refused with a retryable status (5xx, or no answer).
+    refused: usize,
+}
+
+impl<'a> Writer<'a> {
+    /// A writer to the router on `host` for `tenant`, its first timestamp `start`.
+    fn new(host: &'a Host, tenant: &'a str, start: i64) -> Self {
+        Self {
+            host,
+            tenant,
+            start,
+            pushed: 0,
+            acked: BTreeMap::new(),
+            refused: 0,
+        }
+    }
+
+    /// Makes `n` pushes; panics on an answer other than 204 or a retryable one.
+    fn write(&mut self, n: usize) {
+        for _ in 0..n {
+            let i = self.pushed;
+            let (k, t) = (i % SERIES, self.start + i as i64);
+            let (status, body) = push(self.host, self.tenant, &[one("load", k, t, i as f64)]);
+            match status {
+                204 => {
+                    self.acked.entry(k.to_string()).or_default().insert(t);
+                }
+                500..=599 | 0 => self.refused += 1,
+                other => panic!("push {i}: unexpected {other}: {body}"),
+            }
+            self.pushed += 1;
+        }
+    }
+
+    /// How many samples were acknowledged.
+    fn total(&self) -> usize {
+        self.acked.values().map(BTreeSet::len).sum()
+    }
+}
+
 /// The samples of `name` in the last `window` before `at_ms`, per series `k`, as read through
 /// the router on `host`; `None` when the query fails.
 fn samples(
@@ -157,27 +207,9 @@ fn kill_9_of_a_replica_during_writes_loses_no_acknowledged_sample() {
     let routers = three(&net, &[]);
     let (h0, h1, h2) = (net.host(0), net.host(1), net.host(2));
     let tenant = "cluster";
-    let start = now_ms();
-    let mut acked: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    let mut refused = 0usize;
-    let mut i = 0usize;
-    // One sample per push, on a rotating series, each timestamp later than the last.
-    let mut write = |n: usize, acked: &mut BTreeMap<String, BTreeSet<i64>>| {
-        for _ in 0..n {
-            let (k, t) = (i % SERIES, start + i as i64);
-            let (status, body) = push(h0, tenant, &[one("load", k, t, i as f64)]);
-            match status {
-                204 => {
-                    acked.entry(k.to_string()).or_default().insert(t);
-                }
-                500..=599 | 0 => refused += 1,
-                other => panic!("push {i}: unexpected {other}: {body}"),
-            }
-            i += 1;
-        }
-    };
-    write(200, &mut acked);
-    assert_eq!(acked.values().map(BTreeSet::len).sum::<usize>(), 200);
+    let mut w = Writer::new(h0, tenant, now_ms());
+    w.write(200);
+    assert_eq!(w.total(), 200);
     // RF=3 on three routers: every router holds the tenant on its own disk.
     for r in &routers {
         let dir = r.data_dir().join("tsdb").join(tenant);
@@ -185,14 +217,19 @@ fn kill_9_of_a_replica_during_writes_loses_no_acknowledged_sample() {
     }
     // Every router reads everything written to router 0.
     for h in net.hosts() {
-        assert_eq!(missing(h, tenant, &acked, now_ms()), Some(0), "{}", h.ns());
+        assert_eq!(
+            missing(h, tenant, &w.acked, now_ms()),
+            Some(0),
+            "{}",
+            h.ns()
+        );
     }
 
     routers[1].kill9().expect("kill -9");
-    write(200, &mut acked);
+    w.write(200);
     // Router 1 is down: reads through router 2 are complete.
     assert_eq!(
-        missing(h2, tenant, &acked, now_ms()),
+        missing(h2, tenant, &w.acked, now_ms()),
         Some(0),
         "reads while a replica is down\n{}",
         net.log_tails()
@@ -202,9 +239,10 @@ fn kill_9_of_a_replica_during_writes_loses_no_acknowledged_sample() {
     net.wait_until(Duration::from_secs(60), "router 1 back in the mesh", || {
         full_mesh(&routers) && http(h1, "GET", "/api/v1/status/buildinfo", "t", &[]).0 == 200
     });
-    write(200, &mut acked);
+    w.write(200);
 
-    let total: usize = acked.values().map(BTreeSet::len).sum();
+    let total = w.total();
+    let (acked, refused) = (w.acked, w.refused);
     println!("acknowledged {total} samples, {refused} pushes refused (retryable)");
     assert!(total >= 500, "only {total} of 600 pushes acknowledged");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -376,23 +414,8 @@ fn a_fourth_router_joins_during_writes_and_takes_over_its_share() {
     let (h0, h3) = (net.host(0), net.host(3));
     let tenant = "join";
     let start = now_ms();
-    let mut acked: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    let mut i = 0usize;
-    let mut write = |n: usize, acked: &mut BTreeMap<String, BTreeSet<i64>>| {
-        for _ in 0..n {
-            let (k, t) = (i % SERIES, start + i as i64);
-            let (status, body) = push(h0, tenant, &[one("load", k, t, i as f64)]);
-            match status {
-                204 => {
-                    acked.entry(k.to_string()).or_default().insert(t);
-                }
-                500..=599 | 0 => {}
-                other => panic!("push {i}: unexpected {other}: {body}"),
-            }
-            i += 1;
-        }
-    };
-    write(200, &mut acked);
+    let mut w = Writer::new(h0, tenant, start);
+    w.write(200);
     routers.push(net.launch(3, &[0], &[]));
     // Writes go on while the fourth router joins and the others hand series over to it.
     let joined = Instant::now();
@@ -402,10 +425,11 @@ fn a_fourth_router_joins_during_writes_and_takes_over_its_share() {
             "no complete hand-over to 4 routers\n{}",
             net.log_tails()
         );
-        write(20, &mut acked);
+        w.write(20);
     }
-    write(100, &mut acked);
-    let total: usize = acked.values().map(BTreeSet::len).sum();
+    w.write(100);
+    let total = w.total();
+    let acked = w.acked;
     println!("acknowledged {total} samples");
     assert!(total >= 300, "only {total} acknowledged");
     assert!(
