@@ -100,6 +100,17 @@ fn round(tenant: &str, round: usize, base: i64) -> Vec<Series> {
         .collect()
 }
 
+/// Pushes the next `n` rounds of every tenant in [`TENANTS`] to the router on `host`; counts
+/// them in `rounds`.
+fn push_rounds(host: &Host, n: usize, rounds: &mut usize, base: i64) {
+    for _ in 0..n {
+        for t in TENANTS {
+            push(host, t, &round(t, *rounds, base));
+        }
+        *rounds += 1;
+    }
+}
+
 /// Sum over all rounds `< rounds` of a tenant's values (what `sum_over_time` must give).
 fn expected_sum(rounds: usize) -> f64 {
     let mut sum = 0.0;
@@ -237,12 +248,7 @@ fn exported_samples_reach_prometheus_through_outages_and_a_kill_9() {
     // 1. Two tenants: every sample arrives with its value, despite the refusing destination;
     // a third tenant, pushed first, is not exported.
     push(h0, "team-c", &round("team-c", 0, base));
-    for _ in 0..2 {
-        for t in TENANTS {
-            push(h0, t, &round(t, rounds, base));
-        }
-        rounds += 1;
-    }
+    push_rounds(h0, 2, &mut rounds, base);
     net.wait_until(ARRIVAL, "both tenants' samples in Prometheus", || {
         prometheus_has(h1, &prom, rounds)
     });
@@ -274,12 +280,7 @@ fn exported_samples_reach_prometheus_through_outages_and_a_kill_9() {
 
     // 2. Prometheus down: the router queues; back up: every sample arrives.
     prom.stop().expect("stop prometheus");
-    for _ in 0..3 {
-        for t in TENANTS {
-            push(h0, t, &round(t, rounds, base));
-        }
-        rounds += 1;
-    }
+    push_rounds(h0, 3, &mut rounds, base);
     let queued = (3 * 2 * SERIES * PER_PUSH) as u64;
     net.wait_until(ARRIVAL, "the samples to wait in the queue", || {
         export_metric(h0, "weft_export_samples_pending", &good) == Some(queued)
@@ -292,12 +293,7 @@ fn exported_samples_reach_prometheus_through_outages_and_a_kill_9() {
 
     // 3. kill -9 with a non-empty queue: the queued samples are sent after the restart.
     prom.stop().expect("stop prometheus");
-    for _ in 0..2 {
-        for t in TENANTS {
-            push(h0, t, &round(t, rounds, base));
-        }
-        rounds += 1;
-    }
+    push_rounds(h0, 2, &mut rounds, base);
     let queued = (2 * 2 * SERIES * PER_PUSH) as u64;
     net.wait_until(ARRIVAL, "a non-empty queue before the kill", || {
         export_metric(h0, "weft_export_samples_pending", &good) == Some(queued)
