@@ -141,6 +141,20 @@ fn arg(args: &[Box<Expr>], i: usize) -> Result<&Expr, QueryError> {
         .ok_or_else(|| QueryError::BadData(format!("missing argument {}", i + 1)))
 }
 
+/// `absent` and `absent_over_time` of `expr`: one element of value 1 at `ts` with the labels
+/// of its equality matchers when it selected nothing (`empty`), else nothing.
+fn absent(expr: &Expr, empty: bool, ts: i64) -> Value {
+    Value::Vector(if empty {
+        vec![Elem {
+            labels: absent_labels(expr),
+            v: 1.0,
+            t: ts,
+        }]
+    } else {
+        Vec::new()
+    })
+}
+
 /// Labels `absent()` derives from a selector: its equality matchers (except the name).
 fn absent_labels(expr: &Expr) -> Labels {
     let vs = match expr {
@@ -340,28 +354,12 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value, Query
         "absent" => {
             let a = arg(args, 0)?;
             let v = ev.eval_vector(a, ts)?;
-            Value::Vector(if v.is_empty() {
-                vec![Elem {
-                    labels: absent_labels(a),
-                    v: 1.0,
-                    t: ts,
-                }]
-            } else {
-                Vec::new()
-            })
+            absent(a, v.is_empty(), ts)
         }
         "absent_over_time" => {
             let a = arg(args, 0)?;
             let m = ev.eval_matrix(a, ts)?;
-            Value::Vector(if m.series.is_empty() {
-                vec![Elem {
-                    labels: absent_labels(a),
-                    v: 1.0,
-                    t: ts,
-                }]
-            } else {
-                Vec::new()
-            })
+            absent(a, m.series.is_empty(), ts)
         }
         "histogram_quantile" => {
             let q = ev.eval_scalar(arg(args, 0)?, ts)?;
