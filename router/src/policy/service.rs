@@ -109,6 +109,31 @@ struct Shared {
 }
 
 impl Shared {
+    /// A service's state before it applied anything: `store` (read from `path`), rules applied
+    /// through `driver`, `local` the router's peer name.
+    fn new(store: Store, driver: Box<dyn FirewallDriver>, path: PathBuf, local: String) -> Self {
+        Self {
+            state: Mutex::new(State {
+                store,
+                written: Vec::new(),
+                generation: 0,
+                driver,
+                in_force: None,
+                past_drops: DropTotals::default(),
+                chains: BTreeMap::new(),
+                error: None,
+                applied: 0,
+                retired: false,
+                recent: RecentDrops::default(),
+            }),
+            path,
+            local,
+            wake: Notify::new(),
+            applied: watch::channel(0).0,
+            drop_events: broadcast::channel(DROP_EVENTS_QUEUE).0,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update leaves the state whole before it can panic, so a poisoned lock is
         // taken over.
@@ -266,27 +291,7 @@ impl PolicyService {
             })?,
             None => Store::default(),
         };
-        let (applied, _) = watch::channel(0);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                store,
-                written: Vec::new(),
-                generation: 0,
-                driver,
-                in_force: None,
-                past_drops: DropTotals::default(),
-                chains: BTreeMap::new(),
-                error: None,
-                applied: 0,
-                retired: false,
-                recent: RecentDrops::default(),
-            }),
-            path,
-            local: local.to_string(),
-            wake: Notify::new(),
-            applied,
-            drop_events: broadcast::channel(DROP_EVENTS_QUEUE).0,
-        });
+        let shared = Arc::new(Shared::new(store, driver, path, local.to_string()));
         let service = PolicyService {
             shared: shared.clone(),
             mesh: mesh.clone(),
@@ -693,26 +698,12 @@ mod tests {
     use crate::policy::validate::parse_documents;
 
     fn shared(dir: &Path, driver: RecordingDriver) -> Shared {
-        Shared {
-            state: Mutex::new(State {
-                store: Store::default(),
-                written: Vec::new(),
-                generation: 0,
-                driver: Box::new(driver),
-                in_force: None,
-                past_drops: DropTotals::default(),
-                chains: BTreeMap::new(),
-                error: None,
-                applied: 0,
-                retired: false,
-                recent: RecentDrops::default(),
-            }),
-            path: dir.join(POLICY_STATE_FILE),
-            local: "h0".into(),
-            wake: Notify::new(),
-            applied: watch::channel(0).0,
-            drop_events: broadcast::channel(DROP_EVENTS_QUEUE).0,
-        }
+        Shared::new(
+            Store::default(),
+            Box::new(driver),
+            dir.join(POLICY_STATE_FILE),
+            "h0".into(),
+        )
     }
 
     fn workload(last: u8, pod: &str, host: &str) -> Value {
