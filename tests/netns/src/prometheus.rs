@@ -33,6 +33,23 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
+    /// Fails with [`HarnessError::MissingTool`] unless `prometheus --version` runs; tests that
+    /// need Prometheus call it first, before they build anything.
+    pub fn check_installed() -> Result<()> {
+        let runs = Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if runs {
+            Ok(())
+        } else {
+            Err(HarnessError::MissingTool {
+                tool: "prometheus",
+                package: "prometheus",
+            })
+        }
+    }
+
     /// Starts `prometheus` in `host` listening on `0.0.0.0:port` with the configuration file
     /// text `config` and the extra flags `extra` (e.g. `--web.enable-remote-write-receiver`);
     /// returns once `/-/ready` answers.

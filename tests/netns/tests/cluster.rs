@@ -335,13 +335,8 @@ fn instant(host: &Host, addr: SocketAddr, expr: &str, at_ms: i64) -> Option<BTre
 
 #[test]
 fn prometheus_writing_to_router_1_reads_the_same_through_router_3() {
-    let installed = std::process::Command::new("prometheus")
-        .arg("--version")
-        .output();
-    assert!(
-        installed.is_ok_and(|o| o.status.success()),
-        "prometheus is not installed: run scripts/install-deps.sh (Debian package prometheus 2.42)"
-    );
+    Prometheus::check_installed()
+        .expect("run scripts/install-deps.sh (Debian package prometheus 2.42)");
     let net = Net::new(3).expect("net");
     // Debian's Prometheus 2.42 sends no X-Scope-OrgID: tenancy off (tenant `anonymous`).
     let _routers = three(&net, &["--metrics-tenancy=off"]);

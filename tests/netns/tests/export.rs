@@ -11,7 +11,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -199,11 +198,8 @@ fn now_ms() -> i64 {
 
 #[test]
 fn exported_samples_reach_prometheus_through_outages_and_a_kill_9() {
-    let installed = Command::new("prometheus").arg("--version").output();
-    assert!(
-        installed.is_ok_and(|o| o.status.success()),
-        "prometheus is not installed: run scripts/install-deps.sh (Debian package prometheus 2.42)"
-    );
+    Prometheus::check_installed()
+        .expect("run scripts/install-deps.sh (Debian package prometheus 2.42)");
     let net = Net::new(2).expect("net");
     let (h0, h1) = (net.host(0), net.host(1));
     let prom = Prometheus::start(

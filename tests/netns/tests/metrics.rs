@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -592,11 +591,8 @@ fn compare(prom: &Points, weft: &Points) -> Result<(), String> {
 
 #[test]
 fn prometheus_remote_write_through_the_router_gives_the_same_answers() {
-    let installed = Command::new("prometheus").arg("--version").output();
-    assert!(
-        installed.is_ok_and(|o| o.status.success()),
-        "prometheus is not installed: run scripts/install-deps.sh (Debian package prometheus 2.42)"
-    );
+    Prometheus::check_installed()
+        .expect("run scripts/install-deps.sh (Debian package prometheus 2.42)");
     let net = Net::new(2).expect("net");
     // Debian's Prometheus 2.42 does not send `headers:` of remote_write, so no X-Scope-OrgID:
     // this router runs with tenancy off (tenant `anonymous`).
