@@ -60,6 +60,17 @@ fn at(i: i64, offset: i64) -> i64 {
     BASE_MS + i * STEP_MS + offset
 }
 
+/// Ends a series that stops at point `to`, before the last point, with the staleness marker a
+/// scrape writes when a series disappears.
+fn mark_stale(samples: &mut Vec<Sample>, to: i64, offset: i64) {
+    if to < POINTS {
+        samples.push(Sample {
+            t: at(to, offset),
+            v: stale_nan(),
+        });
+    }
+}
+
 fn dataset() -> Vec<Series> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut out = Vec::new();
@@ -87,13 +98,7 @@ fn dataset() -> Vec<Series> {
                         v,
                     });
                 }
-                if to < POINTS {
-                    // The series disappears: a scrape writes a staleness marker.
-                    samples.push(Sample {
-                        t: at(to, offset),
-                        v: stale_nan(),
-                    });
-                }
+                mark_stale(&mut samples, to, offset);
                 out.push(Series {
                     labels: labels(&[
                         ("__name__", "http_requests_total"),
@@ -123,12 +128,7 @@ fn dataset() -> Vec<Series> {
                 }
             })
             .collect();
-        if to < POINTS {
-            samples.push(Sample {
-                t: at(to, offset),
-                v: stale_nan(),
-            });
-        }
+        mark_stale(&mut samples, to, offset);
         out.push(Series {
             labels: labels(&[
                 ("__name__", "node_temp"),
