@@ -57,6 +57,8 @@ pub(crate) struct NetConf {
     pub(crate) socket: String,
     /// `mtu`, which must equal the overlay's when given.
     pub(crate) mtu: Option<u32>,
+    /// `hairpinMode`: the container's bridge port sends frames back out where they came in.
+    pub(crate) hairpin: bool,
     /// `ipam.type` of a delegated IPAM plugin; weft's own IPAM when absent.
     pub(crate) ipam_type: Option<String>,
     /// `dns`, copied into the result.
@@ -105,11 +107,6 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<NetConf> {
             "\"mtu\" {mtu} is outside 576..65535"
         )));
     }
-    if raw.hairpin_mode == Some(true) {
-        return Err(CniError::InvalidConfig(
-            "\"hairpinMode\": true is not supported yet: weft does not set hairpin on its bridge ports".into(),
-        ));
-    }
     let ipam_type = match raw.ipam {
         None => None,
         Some(map) if map.is_empty() => None,
@@ -132,6 +129,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<NetConf> {
         cni_version: raw.cni_version,
         socket,
         mtu: raw.mtu,
+        hairpin: raw.hairpin_mode.unwrap_or(false),
         ipam_type,
         dns: raw.dns,
         prev_result: raw.prev_result,
@@ -158,6 +156,10 @@ mod tests {
         let c = parse(br#"{"cniVersion":"1.0.0","name":"n","type":"weft"}"#).expect("valid");
         assert_eq!(c.socket, DEFAULT_SOCKET);
         assert_eq!(c.ipam_type, None);
+        assert!(!c.hairpin);
+        let c = parse(br#"{"cniVersion":"1.0.0","name":"n","type":"weft","hairpinMode":true}"#)
+            .expect("valid");
+        assert!(c.hairpin);
         let c = parse(br#"{"cniVersion":"0.4.0","name":"n","type":"weft","ipam":{"type":"host-local","subnet":"10.32.0.0/12"},"socket":"/tmp/w.sock"}"#)
             .expect("valid");
         assert_eq!(c.ipam_type.as_deref(), Some("host-local"));
@@ -190,8 +192,8 @@ mod tests {
             7
         );
         assert_eq!(
-            code(r#"{"cniVersion":"1.0.0","name":"n","type":"weft","hairpinMode":true}"#),
-            7
+            code(r#"{"cniVersion":"1.0.0","name":"n","type":"weft","hairpinMode":"yes"}"#),
+            6
         );
         assert_eq!(
             code(r#"{"cniVersion":"1.0.0","name":"n","type":"weft","socket":"rel.sock"}"#),

@@ -117,6 +117,7 @@ fn add(daemon: &Daemon, env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value
         address,
         pod_namespace: env.args.pod_namespace.clone(),
         pod_name: env.args.pod_name.clone(),
+        hairpin: conf.hairpin,
     };
     match daemon.post::<_, CniAttachment>("/cni/add", &req) {
         Ok(a) => Ok(result::add_result(conf, &a)),

@@ -36,6 +36,12 @@ pub struct AttachInput {
     pub namespace: Option<String>,
     /// The workload's labels (Docker container labels, pod labels), for policy selectors.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Hairpin mode on the bridge port (CNI `hairpinMode`).
+    pub hairpin: bool,
+    /// The inner end is handed to a runtime that moves it into the container and names the
+    /// workload itself (dockerd): no DNS record is made from `name`, and the attachment
+    /// outlives its staging namespace.
+    pub handed_off: bool,
 }
 
 /// Attaches a workload: address first, then the overlay; the address is released if the overlay
@@ -98,6 +104,8 @@ pub async fn attach_with_ports(
         netns: input.netns,
         name: input.name,
         ifname: input.ifname,
+        hairpin: input.hairpin,
+        handed_off: input.handed_off,
     };
     match overlay.attach(spec).await {
         Ok(a) => {
@@ -114,7 +122,9 @@ pub async fn attach_with_ports(
                 }
                 return Err(crate::api::policy::api_error(e));
             }
-            crate::dns::hook::workload_attached(&a, name.as_deref()).await;
+            if !a.handed_off {
+                crate::dns::hook::workload_attached(&a, name.as_deref()).await;
+            }
             Ok(a)
         }
         Err(e) => {

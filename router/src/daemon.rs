@@ -308,15 +308,19 @@ fn resolve_password(args: &LaunchArgs) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-/// Removes the peer name file from `data_dir` (after `weft reset`, the next start is a new
-/// peer); returns its path if it existed.
-pub fn forget_peer_name(data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let path = data_dir.join(PEER_NAME_FILE);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(Some(path)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+/// Removes the peer name file and the Docker driver's bookkeeping from `data_dir` (after `weft
+/// reset`, the next start is a new peer that holds no pools or addresses); the paths that existed.
+pub fn forget_peer_files(data_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for file in [PEER_NAME_FILE, crate::docker::store::DOCKER_STATE_FILE] {
+        let path = data_dir.join(file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
     }
+    Ok(removed)
 }
 
 /// The peer name: `--name` if given (and then kept), else the one in the data dir, else a new one.

@@ -314,8 +314,8 @@ async fn prime(
 }
 
 /// `weft reset`: refused while workloads are attached (their addresses would be given out
-/// again); otherwise hands the space over, removes `ipam.state` and `peer-name` (the next start
-/// is a new peer), answers, and stops the daemon.
+/// again); otherwise hands the space over, removes `ipam.state`, `peer-name` and `docker.json`
+/// (the next start is a new peer), answers, and stops the daemon.
 async fn reset(
     State(state): State<ApiState>,
     req: Result<Json<ResetRequest>, JsonRejection>,
@@ -337,9 +337,9 @@ async fn reset(
     let policy_file = state.policy.reset().map_err(super::policy::api_error)?;
     removed.extend(policy_file.map(|p| p.display().to_string()));
     if let Some(dir) = state.ipam.state_path().parent() {
-        let name_file = crate::daemon::forget_peer_name(dir)
+        let files = crate::daemon::forget_peer_files(dir)
             .map_err(|e| ApiError::Internal(format!("reset: {e:#}")))?;
-        removed.extend(name_file.map(|p| p.display().to_string()));
+        removed.extend(files.iter().map(|p| p.display().to_string()));
     }
     let stop = state.stop.clone();
     tokio::spawn(async move {

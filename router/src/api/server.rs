@@ -203,6 +203,8 @@ async fn attach(
         namespace: req.namespace,
         labels: crate::policy::labels::parse_labels(&req.labels)
             .map_err(super::policy::api_error)?,
+        hairpin: false,
+        handed_off: false,
     };
     let ports = req
         .ports

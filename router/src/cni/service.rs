@@ -82,6 +82,8 @@ impl CniService {
                 owner: Some(req.container_id.clone()),
                 namespace: req.pod_namespace.clone(),
                 labels: Default::default(),
+                hairpin: req.hairpin,
+                handed_off: false,
             },
         )
         .await?;

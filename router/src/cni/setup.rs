@@ -40,7 +40,11 @@ pub fn conflist(network: &str, socket: &Path) -> serde_json::Value {
         "cniVersion": CONFLIST_VERSION,
         "name": network,
         "plugins": [
-            { "type": PLUGIN_NAME, "socket": socket.display().to_string() },
+            {
+                "type": PLUGIN_NAME,
+                "socket": socket.display().to_string(),
+                "hairpinMode": true,
+            },
             { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true },
         ],
     })
@@ -111,6 +115,10 @@ mod tests {
         assert_eq!(conf["plugins"][0]["type"], "weft");
         assert_eq!(conf["plugins"][0]["socket"], "/tmp/r1/weft.sock");
         assert_eq!(conf["plugins"][1]["type"], "portmap");
+        assert_eq!(
+            conf["plugins"][0]["hairpinMode"], true,
+            "as Weave Net's conflist"
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct CniAddRequest {
     /// `K8S_POD_NAME`.
     #[serde(default)]
     pub pod_name: Option<String>,
+    /// The network config's `hairpinMode`.
+    #[serde(default)]
+    pub hairpin: bool,
 }
 
 /// Answer of `POST /cni/add` and `POST /cni/check`: what the container got.

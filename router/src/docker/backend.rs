@@ -167,6 +167,8 @@ impl Backend for WeftBackend {
                 owner: Some(spec.owner),
                 namespace: None,
                 labels: Default::default(),
+                hairpin: false,
+                handed_off: true,
             },
         )
         .await?;
@@ -197,7 +199,10 @@ impl Backend for WeftBackend {
     }
 
     async fn forget(&self, joined: &Joined, address: Ipv4Addr) -> Result<(), DockerError> {
-        super::link::delete_if_present(&joined.host_ifname).await?;
+        self.overlay
+            .forget_handed_off(&joined.host_ifname)
+            .await
+            .map_err(ApiError::from)?;
         let ip = std::net::IpAddr::V4(address);
         self.dns
             .remove(|e| e.owner == joined.netns && e.addr == ip)
@@ -235,6 +240,11 @@ impl Backend for WeftBackend {
             })
             .await
             .map_err(|e| DockerError::Internal(format!("removing DNS records: {e}")))?;
+        match self.overlay.rename(address, &container.name).await {
+            Ok(true) => {}
+            Ok(false) => warn!(container = %container.name, %address, "no attachment to name"),
+            Err(e) => warn!(container = %container.name, "kept the endpoint's name: {e}"),
+        }
         if let Some(fqdn) = &fqdn {
             self.dns
                 .add(fqdn, &[ip], &owner)

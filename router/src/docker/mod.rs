@@ -4,20 +4,20 @@
 //! `docker network create -d weft --ipam-driver weft NET` then gives containers weft addresses:
 //! the IPAM driver allocates from weft's ring, and `Join` attaches the container's sandbox
 //! through the shared attach pipeline ([`crate::attach`]), the same path as `weft attach` and
-//! CNI (veth on bridge `weft`, address, DNS, policy), made in a staging namespace (see
+//! CNI (veth on bridge `weft`, address, policy), made in a staging namespace (see
 //! [`staging`]) and handed to dockerd as `InterfaceName` to move into the container; `Join`
-//! also returns the gateway, which the host holds on the bridge.
+//! also returns the gateway, which the host holds on the bridge. The overlay keeps such a
+//! handed-off attachment for as long as its host end exists, across router restarts.
 //!
 //! dockerd never tells a driver a container's name, so [`watch`] follows the Docker Engine API
 //! ([`engine`]) and hands the names and labels of the containers on weft networks to the
-//! driver, which registers them in DNS and policy. The driver's bookkeeping survives a restart
+//! driver, which registers them in DNS and policy and names the attachment (`weft ps`). The driver's bookkeeping survives a restart
 //! in `docker.json` ([`store`]).
 
 pub mod backend;
 pub mod driver;
 pub mod engine;
 pub mod error;
-pub mod link;
 pub mod protocol;
 pub mod server;
 pub mod staging;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use super::fdb::{changes, flood_targets};
 use super::netlink::{Link, Netlink, is_kind};
 use super::state::{OverlayState, StateStore};
 use super::workload::{
-    Attachment, NetnsId, NetnsRef, format_mac, host_ifname, local_mac, multicast_route,
+    Attachment, NetnsId, NetnsRef, check_name, format_mac, host_ifname, local_mac, multicast_route,
     plan_attach, plan_expose,
 };
 use crate::mesh::MeshStatus;
@@ -44,6 +44,10 @@ pub struct AttachSpec {
     pub name: Option<String>,
     /// The interface inside; `ethwe` when absent.
     pub ifname: Option<String>,
+    /// Hairpin mode on the host end ([`Attachment::hairpin`]).
+    pub hairpin: bool,
+    /// The inner end is handed to a runtime ([`Attachment::handed_off`]).
+    pub handed_off: bool,
 }
 
 /// What `weft ps` shows.
@@ -301,10 +305,18 @@ impl Overlay {
             host_ifname: plan.host_ifname.clone(),
             mac: format_mac(&mac),
             address: plan.address,
+            hairpin: spec.hairpin,
+            handed_off: spec.handed_off,
         };
         let configured = async {
             let host = self.link_index(&inner.nl, &plan.host_ifname).await?;
             inner.nl.set_up(host, None, Some(inner.bridge)).await?;
+            if attachment.hairpin {
+                inner
+                    .nl
+                    .set_bridge_port(host, vec![InfoBridgePort::HairpinMode(true)])
+                    .await?;
+            }
             let inside = self.link_index(&ns_nl, &plan.ifname).await?;
             ns_nl.add_address(inside, plan.address).await?;
             ns_nl.set_up(inside, None, None).await?;
@@ -379,6 +391,44 @@ impl Overlay {
         state.attachments = kept;
         self.inner.store.save(&state)?;
         Ok(gone)
+    }
+
+    /// Forgets the handed-off attachment whose host end is `host_ifname` and deletes that host
+    /// end (which takes the container's end with it) if it is still there. For a runtime whose
+    /// staging namespace is gone, so [`Overlay::detach`] cannot name it. The record, if any.
+    pub async fn forget_handed_off(&self, host_ifname: &str) -> Result<Option<Attachment>> {
+        let mut state = self.inner.state.lock().await;
+        self.remove_host_end(host_ifname).await?;
+        let Some(at) = state
+            .attachments
+            .iter()
+            .position(|a| a.handed_off && a.host_ifname == host_ifname)
+        else {
+            return Ok(None);
+        };
+        let gone = state.attachments.remove(at);
+        self.inner.store.save(&state)?;
+        info!(workload = %gone.name, host_ifname, "handed-off workload forgotten");
+        Ok(Some(gone))
+    }
+
+    /// Renames the attachment holding `address` (a runtime that learns its workload's name
+    /// after attaching it). False when no attachment holds it.
+    pub async fn rename(&self, address: Ipv4Addr, name: &str) -> Result<bool> {
+        check_name(name)?;
+        let mut state = self.inner.state.lock().await;
+        let Some(a) = state
+            .attachments
+            .iter_mut()
+            .find(|a| a.address.ip() == address)
+        else {
+            return Ok(false);
+        };
+        if a.name != name {
+            a.name = name.to_string();
+            self.inner.store.save(&state)?;
+        }
+        Ok(true)
     }
 
     /// Attached workloads and exposed addresses.
@@ -574,13 +624,17 @@ async fn readopt(nl: &Netlink, bridge: u32, mtu: u32, state: &mut OverlayState) 
     let before = state.clone();
     let mut kept = Vec::new();
     for a in state.attachments.drain(..) {
-        let ns_same = open_netns(&a.netns).is_ok_and(|(_, id)| id == a.netns_id);
+        let ns_same = a.handed_off || open_netns(&a.netns).is_ok_and(|(_, id)| id == a.netns_id);
         let host_end = nl.link(&a.host_ifname).await?;
         match adoption(ns_same, host_end.as_ref(), bridge) {
             Adoption::Keep => kept.push(a),
             Adoption::Replug => {
                 if let Some(link) = host_end {
                     nl.set_up(link.index, Some(mtu), Some(bridge)).await?;
+                    if a.hairpin {
+                        nl.set_bridge_port(link.index, vec![InfoBridgePort::HairpinMode(true)])
+                            .await?;
+                    }
                 }
                 info!(workload = %a.name, "re-plugged workload into the bridge");
                 kept.push(a);

@@ -79,11 +79,28 @@ mod tests {
                 host_ifname: "vethwe0".into(),
                 mac: "02:00:00:00:00:01".into(),
                 address: "10.32.0.5/12".parse().unwrap(),
+                hairpin: true,
+                handed_off: true,
             }],
             exposed: vec!["10.32.0.1/12".parse().unwrap()],
         };
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);
+    }
+
+    #[test]
+    fn a_file_from_before_hairpin_and_hand_off_loads_with_both_off() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            br#"{"attachments":[{"name":"web","netns":"/run/netns/web","netns_id":{"dev":4,"ino":5},
+            "ifname":"ethwe","host_ifname":"vethwe0","mac":"02:00:00:00:00:01",
+            "address":"10.32.0.5/12"}],"exposed":[]}"#,
+        )
+        .unwrap();
+        let state = StateStore::new(dir.path()).load().unwrap();
+        let a = &state.attachments[0];
+        assert!(!a.hairpin && !a.handed_off, "{a:?}");
     }
 
     #[test]

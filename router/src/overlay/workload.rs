@@ -83,6 +83,15 @@ pub struct Attachment {
     pub mac: String,
     /// Its address.
     pub address: Ipv4Network,
+    /// The host end reflects frames back out of the port they came in (CNI `hairpinMode`), so
+    /// the workload reaches itself through a translated address (a port mapping, a Service).
+    #[serde(default)]
+    pub hairpin: bool,
+    /// The inner end was handed to a runtime (dockerd) that moves it into the container:
+    /// `netns` is a staging namespace that is gone after the move, so the attachment lives as
+    /// long as its host end does, and the runtime names the workload itself.
+    #[serde(default)]
+    pub handed_off: bool,
 }
 
 /// A validated request to attach.
@@ -296,6 +305,8 @@ mod tests {
             host_ifname: host.into(),
             mac: "02:00:00:00:00:01".into(),
             address: addr.parse().unwrap(),
+            hairpin: false,
+            handed_off: false,
         }
     }
 

@@ -202,6 +202,16 @@ fn every_command_and_error_code_through_a_real_router() {
         ps.contains("cart-0"),
         "pod name recorded as the workload name: {ps}"
     );
+    // The conflist asks for hairpin mode (as Weave Net's does): the bridge port reflects.
+    let ports = net
+        .host(0)
+        .exec(&["bridge", "-d", "link", "show", "master", "weft"])
+        .expect("bridge link");
+    let ports = String::from_utf8_lossy(&ports.stdout).to_string();
+    assert!(
+        ports.lines().any(|l| l.contains("hairpin on")),
+        "no bridge port in hairpin mode: {ports}"
+    );
 
     // A second container on the same host reaches the first.
     let c2 = net.add_workload(0, "c2").expect("workload");

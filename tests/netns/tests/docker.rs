@@ -207,6 +207,15 @@ fn bridge_address(net: &Net, i: usize) -> String {
 }
 
 /// The number of veth interfaces in namespace `ns`.
+/// Whether `weft ps` on `r` lists a workload named `name` at `addr` (name first, then MAC,
+/// interface, `ADDR/PREFIX`).
+fn ps_lists(r: &Router, name: &str, addr: &str) -> bool {
+    r.cli_ok(&["ps"]).lines().any(|l| {
+        let mut cols = l.split_whitespace();
+        cols.next() == Some(name) && l.contains(&format!(" {addr}/"))
+    })
+}
+
 fn veths(ns: &str) -> usize {
     let out = Command::new("ip")
         .args(["-n", ns, "-o", "link", "show", "type", "veth"])
@@ -309,7 +318,18 @@ fn docker_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
         "ca",
     ]);
     assert_eq!(inspected, a, "dockerd and the container agree");
-    assert!(r0.cli_ok(&["ps"]).contains(&a), "weft ps lists ca");
+    net.wait_until(CONVERGE, "weft ps lists ca by its container name", || {
+        ps_lists(&r0, "ca", &a)
+    });
+    net.wait_until(CONVERGE, "ca named in DNS", || {
+        lookup(&r0, "ca") == [a.clone()]
+    });
+    let records = r0.cli_ok(&["status", "dns"]);
+    let names: Vec<&str> = records
+        .lines()
+        .filter(|l| l.split_whitespace().any(|c| c == a))
+        .collect();
+    assert_eq!(names.len(), 1, "one DNS record for ca's address: {names:?}");
 
     // One interface (no docker_gwbridge), the default route via the gateway the host holds.
     let links = d0.ok(&["exec", "ca", "ip", "-o", "link", "show"]);
@@ -410,12 +430,22 @@ fn docker_containers_on_two_hosts_get_weft_addresses_and_ping_each_other() {
     net.wait_until(CONVERGE, "cc still named after the restart", || {
         lookup(&r0, "cc") == [a.clone()] && lookup(&r1, "cc") == [a.clone()]
     });
+    assert!(
+        ps_lists(&r0, "cc", &a),
+        "weft ps lost cc after the restart:\n{}",
+        r0.cli_ok(&["ps"])
+    );
     let before = veths(net.host(0).ns());
     d0.ok(&["rm", "-f", "cc"]);
     assert_eq!(
         veths(net.host(0).ns()),
         before - 1,
         "cc's veth outlived docker rm after the restart"
+    );
+    let ps = r0.cli_ok(&["ps"]);
+    assert!(
+        !ps.contains(&format!(" {a}/")),
+        "cc outlived docker rm in weft ps after the restart:\n{ps}"
     );
     run(&d0, "ce", &["--ip", &a]);
     assert_eq!(
