@@ -65,6 +65,10 @@ pub struct Counters {
     pub garbage: AtomicU64,
     /// Datagrams or frames the kernel refused (send or TAP write failures).
     pub errors: AtomicU64,
+    /// UDP GSO trains sent: `sendmmsg` entries the kernel cut into several datagrams.
+    pub gso_trains: AtomicU64,
+    /// Received buffers the kernel coalesced from several datagrams (UDP GRO).
+    pub gro_batches: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -78,6 +82,12 @@ pub struct CounterSnapshot {
     pub garbage: u64,
     /// See [`Counters::errors`].
     pub errors: u64,
+    /// See [`Counters::gso_trains`].
+    #[serde(default)]
+    pub gso_trains: u64,
+    /// See [`Counters::gro_batches`].
+    #[serde(default)]
+    pub gro_batches: u64,
 }
 
 impl Counters {
@@ -93,6 +103,8 @@ impl Counters {
             rx_frames: self.rx_frames.load(Ordering::Relaxed),
             garbage: self.garbage.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            gso_trains: self.gso_trains.load(Ordering::Relaxed),
+            gro_batches: self.gro_batches.load(Ordering::Relaxed),
         }
     }
 }

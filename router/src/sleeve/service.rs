@@ -1,8 +1,9 @@
 //! The sleeve's threads: each worker owns one TAP queue and one UDP socket on port 6783. Its
 //! sending thread reads packets (offload header and frame, TCP in segments of up to 64 KiB)
 //! from the TAP queue, settles single frames' checksums ([`vnet::settle`]), picks their peers ([`super::forward`]),
-//! frames or seals them ([`super::codec`]) and sends them with `sendmmsg`; its receiving thread
-//! takes datagrams with `recvmmsg`, opens them, learns the source MAC and writes the frame to the
+//! frames or seals them ([`super::codec`]) and sends them with `sendmmsg`, runs of same-size
+//! datagrams to one peer as UDP GSO trains where the kernel has them; its receiving thread
+//! takes datagrams with `recvmmsg` (coalesced by UDP GRO where the kernel does), opens them, learns the source MAC and writes the frame to the
 //! TAP queue. Anything that does not open is dropped and counted, never fatal.
 
 use std::fs::File;
@@ -21,7 +22,7 @@ use super::forward::{Destination, src_mac};
 use super::peers::{CounterSnapshot, Counters, PeerEntry, Shared};
 use super::session::{Session, SessionConfig};
 use super::tap;
-use super::udp::{self, RecvBatch};
+use super::udp::{self, Gso, RecvBatch};
 use super::vnet::{self, Carried};
 use crate::mesh::{ConnId, PeerName};
 
@@ -78,12 +79,16 @@ impl Sleeve {
             .clamp(1, MAX_WORKERS);
         let queues = tap::open_queues(workers, config.offload)?;
         let shared = Arc::new(Shared::default());
+        let (mut gso, mut gro) = (false, false);
         for (i, queue) in queues.into_iter().enumerate() {
             let sock = Arc::new(udp::bind(config.port)?);
+            gro = udp::enable_gro(&sock);
+            let offload = Gso::probe(&sock);
+            gso = offload.enabled();
             let queue = Arc::new(queue);
             spawn(format!("sleeve-tx-{i}"), {
                 let (shared, queue, sock) = (shared.clone(), queue.clone(), sock.clone());
-                move || tx_loop(&shared, &queue, &sock)
+                move || tx_loop(&shared, &queue, &sock, offload)
             })?;
             spawn(format!("sleeve-rx-{i}"), {
                 let shared = shared.clone();
@@ -96,6 +101,8 @@ impl Sleeve {
             workers,
             encrypted = config.encrypted,
             offload = config.offload,
+            udp_gso = gso,
+            udp_gro = gro,
             "sleeve up"
         );
         Ok(Sleeve { shared, config })
@@ -212,7 +219,7 @@ impl Outbox {
     }
 }
 
-fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
+fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket, mut gso: Gso) {
     let mut packet = vec![0u8; MAX_PACKET];
     let mut out = Outbox {
         items: Vec::new(),
@@ -255,12 +262,15 @@ fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
                 .sending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let failed = udp::send_batch(sock, &out.items[..out.used]);
+            let sent = udp::send_batch(sock, &out.items[..out.used], &mut gso);
             drop(sending);
-            shared
-                .counters
+            let counters = &shared.counters;
+            counters
                 .errors
-                .fetch_add(failed as u64, Ordering::Relaxed);
+                .fetch_add(sent.failed as u64, Ordering::Relaxed);
+            counters
+                .gso_trains
+                .fetch_add(sent.trains as u64, Ordering::Relaxed);
         }
     }
 }
@@ -275,6 +285,10 @@ fn rx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
             }
             continue;
         }
+        shared
+            .counters
+            .gro_batches
+            .fetch_add(batch.coalesced() as u64, Ordering::Relaxed);
         for (from, datagram) in batch.datagrams() {
             let Some(peer) = from.and_then(|a| shared.peer_at(a.ip())) else {
                 Counters::bump(&shared.counters.garbage);
