@@ -19,6 +19,7 @@ pub mod replay;
 pub mod service;
 pub mod session;
 pub mod tap;
+pub mod tso;
 pub mod udp;
 pub mod vnet;
 

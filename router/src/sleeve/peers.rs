@@ -57,7 +57,8 @@ impl PeerEntry {
 /// Counters of the data path since start.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Frames read from the TAP port and sent to a peer.
+    /// Frames sent to a peer (a TCP super-segment read from the TAP port counts once per
+    /// frame it was cut into).
     pub tx_frames: AtomicU64,
     /// Frames received from peers and written to the TAP port.
     pub rx_frames: AtomicU64,
