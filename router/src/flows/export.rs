@@ -117,6 +117,10 @@ pub(crate) struct Health {
     pub(crate) sleeve_garbage: u64,
     /// Sleeve datagrams or frames the kernel refused.
     pub(crate) sleeve_errors: u64,
+    /// Sleeve UDP GSO trains sent.
+    pub(crate) sleeve_gso_trains: u64,
+    /// Sleeve receive buffers coalesced by UDP GRO.
+    pub(crate) sleeve_gro_batches: u64,
     /// Flows tracked.
     pub(crate) flows: usize,
     /// Connections folded into `other` flows.
@@ -168,6 +172,16 @@ pub(crate) fn health_series(h: &Health, t: i64) -> Vec<Series> {
             "weft_sleeve_errors_total",
             vec![("kind", "kernel".into())],
             h.sleeve_errors as f64,
+        ),
+        g(
+            "weft_sleeve_udp_offload_total",
+            vec![("kind", "gso_trains".into())],
+            h.sleeve_gso_trains as f64,
+        ),
+        g(
+            "weft_sleeve_udp_offload_total",
+            vec![("kind", "gro_batches".into())],
+            h.sleeve_gro_batches as f64,
         ),
         g("weft_flows", vec![], h.flows as f64),
         g("weft_flow_folded_total", vec![], h.flows_folded as f64),

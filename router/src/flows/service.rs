@@ -471,6 +471,8 @@ impl Task {
             sleeve_rx: sleeve.rx_frames,
             sleeve_garbage: sleeve.garbage,
             sleeve_errors: sleeve.errors,
+            sleeve_gso_trains: sleeve.gso_trains,
+            sleeve_gro_batches: sleeve.gro_batches,
             flows: self.table.flows().count(),
             flows_folded: self.table.folded(),
             conntrack_errors: self.lost,

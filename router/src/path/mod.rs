@@ -50,14 +50,13 @@ pub fn status(sleeve: &Sleeve, mtu: u32) -> DataPathStatus {
     }
 }
 
-/// Environment variable turning the sleeve's TAP offloads on (`1` or `true`). Off by default:
-/// with it, throughput is several times higher, but TCP over the sleeve was seen to stall now
-/// and then (64 KiB datagrams cross the underlay as ~45 IP fragments, and a lost or
-/// unreassembled fragment loses the whole segment).
+/// Environment variable turning the sleeve's TAP offloads off (`0` or `false`). On by default:
+/// TCP leaves the TAP port in super-segments of up to 64 KiB, which the sleeve cuts into
+/// MTU-sized frames itself ([`crate::sleeve::tso`]) and sends as UDP GSO trains.
 pub const OFFLOAD_ENV: &str = "WEFT_SLEEVE_OFFLOAD";
 
 fn offload_from_env() -> bool {
-    std::env::var(OFFLOAD_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    std::env::var(OFFLOAD_ENV).map_or(true, |v| !(v == "0" || v.eq_ignore_ascii_case("false")))
 }
 
 /// The data path as started by [`start`].

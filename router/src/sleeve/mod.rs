@@ -4,19 +4,22 @@
 //! [`session::Session`] that seals and opens datagrams and rekeys before its nonces run out,
 //! the datagram framing with and without a password ([`codec`]), the TAP port's offload header
 //! ([`vnet`]) and the forwarding decision
-//! ([`forward`]) — and its IO: the TAP port ([`tap`]), batched UDP ([`udp`]), the state shared by
+//! ([`forward`]), the grouping of datagrams into UDP GSO trains and the cutting apart of GRO
+//! buffers ([`gso`]) — and its IO: the TAP port ([`tap`]), batched UDP ([`udp`]), the state shared by
 //! the worker threads ([`peers`]) and the threads themselves ([`service`]).
 
 pub mod codec;
 pub mod error;
 pub mod forward;
 pub mod frame;
+pub mod gso;
 pub mod keys;
 pub mod peers;
 pub mod replay;
 pub mod service;
 pub mod session;
 pub mod tap;
+pub mod tso;
 pub mod udp;
 pub mod vnet;
 

@@ -57,7 +57,8 @@ impl PeerEntry {
 /// Counters of the data path since start.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Frames read from the TAP port and sent to a peer.
+    /// Frames sent to a peer (a TCP super-segment read from the TAP port counts once per
+    /// frame it was cut into).
     pub tx_frames: AtomicU64,
     /// Frames received from peers and written to the TAP port.
     pub rx_frames: AtomicU64,
@@ -65,6 +66,10 @@ pub struct Counters {
     pub garbage: AtomicU64,
     /// Datagrams or frames the kernel refused (send or TAP write failures).
     pub errors: AtomicU64,
+    /// UDP GSO trains sent: `sendmmsg` entries the kernel cut into several datagrams.
+    pub gso_trains: AtomicU64,
+    /// Received buffers the kernel coalesced from several datagrams (UDP GRO).
+    pub gro_batches: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -78,6 +83,12 @@ pub struct CounterSnapshot {
     pub garbage: u64,
     /// See [`Counters::errors`].
     pub errors: u64,
+    /// See [`Counters::gso_trains`].
+    #[serde(default)]
+    pub gso_trains: u64,
+    /// See [`Counters::gro_batches`].
+    #[serde(default)]
+    pub gro_batches: u64,
 }
 
 impl Counters {
@@ -93,6 +104,8 @@ impl Counters {
             rx_frames: self.rx_frames.load(Ordering::Relaxed),
             garbage: self.garbage.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            gso_trains: self.gso_trains.load(Ordering::Relaxed),
+            gro_batches: self.gro_batches.load(Ordering::Relaxed),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The sleeve's threads: each worker owns one TAP queue and one UDP socket on port 6783. Its
-//! sending thread reads packets (offload header and frame, TCP in segments of up to 64 KiB)
-//! from the TAP queue, settles single frames' checksums ([`vnet::settle`]), picks their peers ([`super::forward`]),
-//! frames or seals them ([`super::codec`]) and sends them with `sendmmsg`; its receiving thread
-//! takes datagrams with `recvmmsg`, opens them, learns the source MAC and writes the frame to the
+//! sending thread reads packets (offload header and frame, TCP in super-segments of up to
+//! 64 KiB) from the TAP queue, settles single frames' checksums ([`vnet::settle`]), cuts TCP
+//! super-segments into MTU-sized frames ([`tso::segment`]), picks their peers ([`super::forward`]),
+//! frames or seals them ([`super::codec`]) and sends them with `sendmmsg`, runs of same-size
+//! datagrams to one peer as UDP GSO trains where the kernel has them; its receiving thread
+//! takes datagrams with `recvmmsg` (coalesced by UDP GRO where the kernel does), opens them, learns the source MAC and writes the frame to the
 //! TAP queue. Anything that does not open is dropped and counted, never fatal.
 
 use std::fs::File;
@@ -21,12 +23,16 @@ use super::forward::{Destination, src_mac};
 use super::peers::{CounterSnapshot, Counters, PeerEntry, Shared};
 use super::session::{Session, SessionConfig};
 use super::tap;
-use super::udp::{self, RecvBatch};
+use super::tso;
+use super::udp::{self, Gso, RecvBatch};
 use super::vnet::{self, Carried};
 use crate::mesh::{ConnId, PeerName};
 
-/// Frames read from the TAP port per `sendmmsg`.
+/// Most packets read from the TAP port per `sendmmsg`.
 const TX_BATCH: usize = 64;
+/// Datagrams after which a batch is sent even if the TAP port has more (a TCP super-segment
+/// makes up to ~45).
+const TX_DATAGRAMS: usize = 512;
 /// Datagrams taken per `recvmmsg`.
 const RX_BATCH: usize = 64;
 /// Most worker threads pairs started, whatever the core count.
@@ -44,8 +50,8 @@ pub struct SleeveConfig {
     pub encrypted: bool,
     /// UDP port to listen on and send to.
     pub port: u16,
-    /// Whether the TAP port hands out TCP segments of up to 64 KiB (sent as one datagram, so
-    /// as IP fragments on the underlay) instead of MTU-sized frames.
+    /// Whether the TAP port hands out TCP super-segments of up to 64 KiB (cut into MTU-sized
+    /// frames by the sleeve) instead of MTU-sized frames.
     pub offload: bool,
 }
 
@@ -78,12 +84,16 @@ impl Sleeve {
             .clamp(1, MAX_WORKERS);
         let queues = tap::open_queues(workers, config.offload)?;
         let shared = Arc::new(Shared::default());
+        let (mut gso, mut gro) = (false, false);
         for (i, queue) in queues.into_iter().enumerate() {
             let sock = Arc::new(udp::bind(config.port)?);
+            gro = udp::enable_gro(&sock);
+            let offload = Gso::probe(&sock);
+            gso = offload.enabled();
             let queue = Arc::new(queue);
             spawn(format!("sleeve-tx-{i}"), {
                 let (shared, queue, sock) = (shared.clone(), queue.clone(), sock.clone());
-                move || tx_loop(&shared, &queue, &sock)
+                move || tx_loop(&shared, &queue, &sock, offload)
             })?;
             spawn(format!("sleeve-rx-{i}"), {
                 let shared = shared.clone();
@@ -96,6 +106,8 @@ impl Sleeve {
             workers,
             encrypted = config.encrypted,
             offload = config.offload,
+            udp_gso = gso,
+            udp_gro = gro,
             "sleeve up"
         );
         Ok(Sleeve { shared, config })
@@ -178,6 +190,50 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<(), StartErr
         .map_err(StartError::io(format!("starting thread {name}")))
 }
 
+/// What one packet read from the TAP port is sent as.
+enum Frames<'a> {
+    /// Itself.
+    One(Carried<'a>),
+    /// The frames a TCP super-segment was cut into.
+    Cut(&'a Cut),
+}
+
+/// A TCP super-segment cut into frames (reused from packet to packet).
+#[derive(Default)]
+struct Cut {
+    bytes: Vec<u8>,
+    lens: Vec<usize>,
+}
+
+impl Cut {
+    /// Cuts `carried` when it is a TCP super-segment; returns whether it did. One that cannot be
+    /// cut is carried whole, as before the sleeve cut them.
+    fn cut(&mut self, carried: Carried<'_>) -> bool {
+        self.bytes.clear();
+        self.lens.clear();
+        let Carried::Offload(packet) = carried else {
+            return false;
+        };
+        if !tso::is_tcp_super_segment(packet) {
+            return false;
+        }
+        match tso::segment(packet, &mut self.bytes, &mut self.lens) {
+            Ok(()) => true,
+            Err(e) => {
+                debug!("TCP super-segment not cut, carried whole: {e}");
+                false
+            }
+        }
+    }
+
+    fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        self.lens.iter().scan(0, |at, &len| {
+            *at += len;
+            self.bytes.get(*at - len..*at)
+        })
+    }
+}
+
 /// Reusable outgoing datagrams of one batch.
 struct Outbox {
     items: Vec<(SocketAddr, Vec<u8>)>,
@@ -185,17 +241,27 @@ struct Outbox {
 }
 
 impl Outbox {
+    fn push_all(&mut self, peer: &PeerEntry, frames: &Frames<'_>, counters: &Counters) {
+        match frames {
+            Frames::One(c) => self.push(peer, *c, counters),
+            Frames::Cut(cut) => {
+                for f in cut.frames() {
+                    self.push(peer, Carried::Bare(f), counters);
+                }
+            }
+        }
+    }
+
     fn push(&mut self, peer: &PeerEntry, packet: Carried<'_>, counters: &Counters) {
         if self.used == self.items.len() {
-            self.items
-                .push((peer.addr, Vec::with_capacity(udp::MAX_DATAGRAM)));
+            self.items.push((peer.addr, Vec::new()));
         }
         let (addr, buf) = &mut self.items[self.used];
         *addr = peer.addr;
         buf.clear();
         match peer.encode(packet, buf) {
-            // A super-segment too large for one datagram is dropped; the TAP port's and the
-            // workloads' GSO limits keep TCP's segments below this.
+            // A super-segment too large for one datagram (and not cut) is dropped; the TAP
+            // port's and the workloads' GSO limits keep TCP's segments below this.
             Ok(()) if buf.len() > udp::MAX_PAYLOAD => {
                 debug!(peer = %peer.name, len = buf.len(), "datagram too large, dropped");
                 Counters::bump(&counters.errors);
@@ -212,8 +278,9 @@ impl Outbox {
     }
 }
 
-fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
+fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket, mut gso: Gso) {
     let mut packet = vec![0u8; MAX_PACKET];
+    let mut cut = Cut::default();
     let mut out = Outbox {
         items: Vec::new(),
         used: 0,
@@ -224,6 +291,9 @@ fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
         }
         out.used = 0;
         for _ in 0..TX_BATCH {
+            if out.used >= TX_DATAGRAMS {
+                break;
+            }
             let n = match (&*tap).read(&mut packet) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -234,17 +304,23 @@ fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
                 }
             };
             let carried = vnet::settle(&mut packet[..n]);
-            match shared.with_macs(|t| t.destination(carried.frame())) {
+            let destination = shared.with_macs(|t| t.destination(carried.frame()));
+            let frames = if cut.cut(carried) {
+                Frames::Cut(&cut)
+            } else {
+                Frames::One(carried)
+            };
+            match destination {
                 // A peer back on the fast path gets its frames through VXLAN; the bridge
                 // relearns there once the overlay flushed its entries on this port.
                 Destination::Peer(p) => {
                     if let Some(peer) = shared.peer(p).filter(|p| p.via_sleeve()) {
-                        out.push(&peer, carried, &shared.counters);
+                        out.push_all(&peer, &frames, &shared.counters);
                     }
                 }
                 Destination::Flood => {
                     for peer in shared.all().iter().filter(|p| p.via_sleeve()) {
-                        out.push(peer, carried, &shared.counters);
+                        out.push_all(peer, &frames, &shared.counters);
                     }
                 }
                 Destination::Drop => {}
@@ -255,12 +331,15 @@ fn tx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
                 .sending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let failed = udp::send_batch(sock, &out.items[..out.used]);
+            let sent = udp::send_batch(sock, &out.items[..out.used], &mut gso);
             drop(sending);
-            shared
-                .counters
+            let counters = &shared.counters;
+            counters
                 .errors
-                .fetch_add(failed as u64, Ordering::Relaxed);
+                .fetch_add(sent.failed as u64, Ordering::Relaxed);
+            counters
+                .gso_trains
+                .fetch_add(sent.trains as u64, Ordering::Relaxed);
         }
     }
 }
@@ -275,6 +354,10 @@ fn rx_loop(shared: &Shared, tap: &File, sock: &UdpSocket) {
             }
             continue;
         }
+        shared
+            .counters
+            .gro_batches
+            .fetch_add(batch.coalesced() as u64, Ordering::Relaxed);
         for (from, datagram) in batch.datagrams() {
             let Some(peer) = from.and_then(|a| shared.peer_at(a.ip())) else {
                 Counters::bump(&shared.counters.garbage);

@@ -1,7 +1,7 @@
 //! The sleeve's TAP port: a multi-queue TAP device (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`), one
 //! non-blocking queue per worker thread. Every packet read or written starts with a
 //! little-endian virtio-net header ([`super::vnet`]); when the checksum and TCP segmentation
-//! offloads are on, TCP comes out in segments of up to 64 KiB. The device lives as long as
+//! offloads are on, TCP comes out in super-segments of up to 64 KiB (cut by [`super::tso`]). The device lives as long as
 //! its queues are open.
 
 use std::fs::{File, OpenOptions};

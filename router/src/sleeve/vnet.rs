@@ -1,12 +1,11 @@
 //! The virtio-net header the TAP port puts before every frame (`IFF_VNET_HDR`, little-endian
 //! by `TUNSETVNETLE`). With the TAP's offloads on, the kernel hands the sleeve TCP segments of
 //! up to 64 KiB whose checksum is still to be done, and this header says how to finish them
-//! (checksum start and offset, segment size). The sleeve carries header and frame across as one
-//! datagram, and the receiving TAP port gives the kernel the same header, so segmentation and
-//! checksumming happen at most once, after the sleeve, or never when the receiver is local.
-//! Only segmented packets need their header on the wire: a single frame's checksum is finished
-//! here, as a NIC would ([`settle`]), and it crosses bare, so the sleeve adds nothing to
-//! full-size frames. Sans-IO.
+//! (checksum start and offset, segment size). The sender cuts such a super-segment into
+//! MTU-sized frames with their checksums done ([`super::tso`]), and a single frame's checksum is
+//! finished here, as a NIC would ([`settle`]): both cross bare, so the sleeve adds nothing to
+//! full-size frames. A super-segment that cannot be cut crosses whole with its header (one large
+//! datagram), and the receiving TAP port gives the kernel the same header. Sans-IO.
 
 use super::error::SleeveError;
 
