@@ -53,9 +53,10 @@ pub trait Backend: Send + Sync {
     async fn prepare(&self, spec: JoinSpec) -> Result<Prepared, DockerError>;
     /// Removes a prepared veth (wherever its inner end went) and frees its address.
     async fn release(&self, prepared: Prepared) -> Result<(), DockerError>;
-    /// Undoes a join made by an earlier run of the router (whose [`Prepared`] is gone): removes
-    /// the veth if it is still there, its name's DNS records and policy record, and frees
-    /// `address` if IPAM still gives it to the join's owner.
+    /// Undoes a join made by an earlier run of the router (whose [`Prepared`] is gone): forgets
+    /// the attachment, removes the veth if it is still there and the policy record, and frees
+    /// `address` if IPAM still gives it to the join's owner. (The container's DNS records go
+    /// with [`Backend::unname_workload`].)
     async fn forget(&self, joined: &Joined, address: Ipv4Addr) -> Result<(), DockerError>;
     /// Registers the container behind `endpoint` (at `address`): its name in DNS, its name and
     /// labels in policy.
@@ -203,11 +204,6 @@ impl Backend for WeftBackend {
             .forget_handed_off(&joined.host_ifname)
             .await
             .map_err(ApiError::from)?;
-        let ip = std::net::IpAddr::V4(address);
-        self.dns
-            .remove(|e| e.owner == joined.netns && e.addr == ip)
-            .await
-            .map_err(|e| DockerError::Internal(format!("removing DNS records: {e}")))?;
         self.policy
             .workload_down(address)
             .await

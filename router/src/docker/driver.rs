@@ -417,7 +417,6 @@ impl Driver {
             .await?;
         if let Some(rec) = inner.st.endpoints.get_mut(&r.endpoint_id) {
             rec.joined = Some(Joined {
-                netns: prepared.netns.clone(),
                 ifname: prepared.ifname.clone(),
                 host_ifname: prepared.host_ifname.clone(),
                 owner: joined_owner,

@@ -26,8 +26,6 @@ pub struct NetworkRec {
 /// The veth made for a joined endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Joined {
-    /// The namespace the attachment was made in (a path valid only in the run that made it).
-    pub netns: String,
     /// The name of the end handed to dockerd.
     pub ifname: String,
     /// The host end, on the bridge.
@@ -154,7 +152,6 @@ mod tests {
                 network: "n1".into(),
                 address: "10.32.0.5/12".parse().expect("net"),
                 joined: Some(Joined {
-                    netns: "/proc/1/fd/9".into(),
                     ifname: "vwe1".into(),
                     host_ifname: "vethwe1".into(),
                     owner: "docker:x-1".into(),

@@ -310,13 +310,7 @@ impl Overlay {
         };
         let configured = async {
             let host = self.link_index(&inner.nl, &plan.host_ifname).await?;
-            inner.nl.set_up(host, None, Some(inner.bridge)).await?;
-            if attachment.hairpin {
-                inner
-                    .nl
-                    .set_bridge_port(host, vec![InfoBridgePort::HairpinMode(true)])
-                    .await?;
-            }
+            plug(&inner.nl, host, None, inner.bridge, attachment.hairpin).await?;
             let inside = self.link_index(&ns_nl, &plan.ifname).await?;
             ns_nl.add_address(inside, plan.address).await?;
             ns_nl.set_up(inside, None, None).await?;
@@ -620,21 +614,36 @@ async fn created_index(nl: &Netlink, name: &str) -> Result<u32> {
 /// Re-validates persisted attachments and exposed addresses against the kernel: adopts what
 /// survived, forgets what is gone, re-adds missing exposed addresses. Returns whether the state
 /// changed.
+/// Plugs a workload's host end `index` into the bridge and brings it up (with `mtu` when
+/// given), in hairpin mode when its attachment asks for it.
+async fn plug(
+    nl: &Netlink,
+    index: u32,
+    mtu: Option<u32>,
+    bridge: u32,
+    hairpin: bool,
+) -> Result<()> {
+    nl.set_up(index, mtu, Some(bridge)).await?;
+    if hairpin {
+        nl.set_bridge_port(index, vec![InfoBridgePort::HairpinMode(true)])
+            .await?;
+    }
+    Ok(())
+}
+
 async fn readopt(nl: &Netlink, bridge: u32, mtu: u32, state: &mut OverlayState) -> Result<bool> {
     let before = state.clone();
     let mut kept = Vec::new();
     for a in state.attachments.drain(..) {
+        // A handed-off attachment's namespace was a staging one, gone by design: only its host
+        // end tells whether it lives.
         let ns_same = a.handed_off || open_netns(&a.netns).is_ok_and(|(_, id)| id == a.netns_id);
         let host_end = nl.link(&a.host_ifname).await?;
         match adoption(ns_same, host_end.as_ref(), bridge) {
             Adoption::Keep => kept.push(a),
             Adoption::Replug => {
                 if let Some(link) = host_end {
-                    nl.set_up(link.index, Some(mtu), Some(bridge)).await?;
-                    if a.hairpin {
-                        nl.set_bridge_port(link.index, vec![InfoBridgePort::HairpinMode(true)])
-                            .await?;
-                    }
+                    plug(nl, link.index, Some(mtu), bridge, a.hairpin).await?;
                 }
                 info!(workload = %a.name, "re-plugged workload into the bridge");
                 kept.push(a);
