@@ -50,25 +50,26 @@ fn path_to(router: &Router, ip: Ipv4Addr) -> String {
     line.split_whitespace().nth(3).unwrap_or("").to_string()
 }
 
-/// The sleeve's garbage counter from `weft report`.
-fn garbage(router: &Router) -> u64 {
+/// The sleeve counter `key` (`garbage`, `rx_frames`, `gso_trains`, ...) from `weft report`.
+fn sleeve_counter(router: &Router, key: &str) -> u64 {
     let report = router.report().expect("report");
-    report.raw()["data_path"]["sleeve"]["garbage"]
+    report.raw()["data_path"]["sleeve"][key]
         .as_u64()
-        .expect("data_path.sleeve.garbage in the report")
+        .unwrap_or_else(|| panic!("data_path.sleeve.{key} in the report"))
+}
+
+/// The sleeve's garbage counter.
+fn garbage(router: &Router) -> u64 {
+    sleeve_counter(router, "garbage")
 }
 
 /// The sleeve's UDP offload counters from `weft report`: GSO trains sent and GRO-coalesced
 /// buffers received.
 fn udp_offloads(router: &Router) -> (u64, u64) {
-    let report = router.report().expect("report");
-    let sleeve = &report.raw()["data_path"]["sleeve"];
-    let count = |k: &str| {
-        sleeve[k]
-            .as_u64()
-            .unwrap_or_else(|| panic!("data_path.sleeve.{k} in the report"))
-    };
-    (count("gso_trains"), count("gro_batches"))
+    (
+        sleeve_counter(router, "gso_trains"),
+        sleeve_counter(router, "gro_batches"),
+    )
 }
 
 /// IP datagrams the hosts' kernels had to reassemble from fragments (`ReasmReqds`).
@@ -358,10 +359,7 @@ fn unencrypted_sleeve_three_hosts() {
 
 /// Frames the router's sleeve received from peers, from `weft report`.
 fn rx_frames(router: &Router) -> u64 {
-    let report = router.report().expect("report");
-    report.raw()["data_path"]["sleeve"]["rx_frames"]
-        .as_u64()
-        .expect("data_path.sleeve.rx_frames in the report")
+    sleeve_counter(router, "rx_frames")
 }
 
 /// Without a password: peers use VXLAN; blocking UDP 6784 between h0 and h1 moves their
